@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"causality.dev/services/internal/admin"
+	"causality.dev/services/internal/ingest"
+	"causality.dev/services/internal/kafka"
+)
+
+type collectorConfig struct {
+	Ingest ingest.Config
+	Kafka  kafka.Config
+	Admin  admin.Config
+	Log    logFlags
+}
+
+func (c *collectorConfig) register(fs *flag.FlagSet) {
+	c.Ingest.RegisterFlags(fs)
+	c.Kafka.RegisterFlags(fs)
+	c.Admin.RegisterFlags(fs)
+	c.Log.register(fs)
+}
+
+func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var cfg collectorConfig
+	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Ingest.KeysFile == "" {
+		return fmt.Errorf("-ingest.keys-file is required (create one with `causality keys -app APP -file FILE`)")
+	}
+	if err := cfg.Kafka.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.Ingest.Validate(); err != nil {
+		return err
+	}
+	logger, err := cfg.Log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	keys, err := ingest.LoadKeyring(cfg.Ingest.KeysFile)
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	return serveCollector(ctx, cfg, keys, logger, reg)
+}
+
+// serveCollector runs the collector until ctx ends: front doors drain first,
+// then the producer flushes and closes.
+func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyring, logger *slog.Logger, reg *prometheus.Registry) error {
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := kafka.EnsureTopics(tctx, cfg.Kafka)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("kafka at %s: %w", cfg.Kafka.Brokers, err)
+	}
+	producer, err := kafka.NewProducer(cfg.Kafka, logger, reg)
+	if err != nil {
+		return fmt.Errorf("kafka producer: %w", err)
+	}
+	defer producer.Close() // after the front doors have drained
+	srv, err := ingest.NewServer(cfg.Ingest, keys, producer, producer, logger, reg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	adm := admin.New(cfg.Admin, reg)
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	adm.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) })
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error { return adm.Serve(gctx) })
+	if cfg.Ingest.KeysFile != "" {
+		g.Go(func() error { ingest.WatchKeys(gctx, cfg.Ingest.KeysFile, keys, logger); return nil })
+	}
+	return g.Wait()
+}

@@ -1,0 +1,88 @@
+package ingest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	ingestv1 "causality.dev/api/gen/causality/ingest/v1"
+)
+
+const writeTimeout = 10 * time.Second
+
+// serveTCP accepts raw TCP connections until ctx ends, then waits for every
+// session to drain.
+func (s *Server) serveTCP(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			st := &tcpStream{conn: conn, r: bufio.NewReaderSize(conn, 32<<10), max: uint32(s.cfg.MaxFrameBytes), idle: 3*s.cfg.Heartbeat + time.Second}
+			sess := s.newSession(st, TransportTCP, conn.RemoteAddr().String())
+			if !s.acquire() {
+				sess.fail(ingestv1.ErrorCode_ERROR_CODE_INTERNAL, "collector at its connection limit; retry later")
+				s.count(TransportTCP, "connection_limit")
+				return
+			}
+			defer s.release()
+			s.count(TransportTCP, sess.run(ctx))
+		}()
+	}
+}
+
+// tcpStream reads and writes length-prefixed frames (docs/protocol.md).
+type tcpStream struct {
+	conn net.Conn
+	r    *bufio.Reader
+	max  uint32
+	idle time.Duration
+	buf  []byte // reused read buffer
+	out  []byte // reused write buffer
+}
+
+func (t *tcpStream) Recv() (*ingestv1.ClientFrame, error) {
+	_ = t.conn.SetReadDeadline(time.Now().Add(t.idle))
+	b, err := ReadFrame(t.r, t.max, t.buf)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, errIdle
+		}
+		return nil, err
+	}
+	if cap(b) <= 64<<10 {
+		t.buf = b // keep small buffers; let large ones go
+	}
+	return decodeClientFrame(b)
+}
+
+func (t *tcpStream) Send(f *ingestv1.ServerFrame) error {
+	out, err := AppendFrame(t.out[:0], f)
+	if err != nil {
+		return err
+	}
+	t.out = out
+	_ = t.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	_, err = t.conn.Write(out)
+	return err
+}

@@ -1,0 +1,244 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Message is one record read from a topic.
+type Message struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Time      time.Time
+	AppID     string // from the app_id header, "" when absent
+	Headers   map[string]string
+}
+
+// Handler takes a batch of messages. Offsets are committed only after it
+// returns nil; an error makes the consumer retry the same batch with backoff.
+type Handler func(ctx context.Context, msgs []Message) error
+
+// ConsumerConfig tunes a consumer group.
+type ConsumerConfig struct {
+	Group    string
+	Topic    string
+	MaxBatch int           // messages per handler call
+	MaxWait  time.Duration // age of the oldest message before the batch is handed over
+	// StartLatest makes a group without committed offsets start at the end of
+	// the topic instead of the beginning.
+	StartLatest bool
+}
+
+// Consumer reads one topic as a member of a consumer group.
+type Consumer struct {
+	reader *kafka.Reader
+	cfg    ConsumerConfig
+	logger *slog.Logger
+}
+
+// NewConsumer joins the group lazily on the first fetch.
+func NewConsumer(cfg Config, cc ConsumerConfig, logger *slog.Logger) (*Consumer, error) {
+	if cc.Group == "" {
+		return nil, errors.New("kafka consumer: group is required")
+	}
+	if cc.Topic == "" {
+		cc.Topic = cfg.Topic
+	}
+	if cc.MaxBatch <= 0 {
+		cc.MaxBatch = 10000
+	}
+	if cc.MaxWait <= 0 {
+		cc.MaxWait = time.Second
+	}
+	start := kafka.FirstOffset
+	if cc.StartLatest {
+		start = kafka.LastOffset
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           cfg.BrokerList(),
+		GroupID:           cc.Group,
+		Topic:             cc.Topic,
+		MinBytes:          1,
+		MaxBytes:          1 << 20, // larger values livelock on timeouts (shared/notes)
+		MaxWait:           500 * time.Millisecond,
+		StartOffset:       start,
+		CommitInterval:    0, // synchronous commits, after the handler
+		HeartbeatInterval: 1 * time.Second,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  10 * time.Second,
+		JoinGroupBackoff:  500 * time.Millisecond,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    500 * time.Millisecond,
+		Dialer:            &kafka.Dialer{Timeout: 5 * time.Second},
+	})
+	return &Consumer{reader: r, cfg: cc, logger: logger}, nil
+}
+
+// Run fetches batches and hands them to handle until ctx ends. A failed
+// handler is retried with exponential backoff (never skipped); offsets are
+// committed after it succeeds. Run returns nil when ctx ends.
+func (c *Consumer) Run(ctx context.Context, handle Handler) error {
+	defer c.reader.Close()
+	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
+	msgs := make([]Message, 0, c.cfg.MaxBatch)
+	for ctx.Err() == nil {
+		batch, msgs = batch[:0], msgs[:0]
+		var deadline time.Time
+		for len(batch) < c.cfg.MaxBatch {
+			fctx, cancel := ctx, context.CancelFunc(func() {})
+			if !deadline.IsZero() {
+				fctx, cancel = context.WithDeadline(ctx, deadline)
+			}
+			m, err := c.reader.FetchMessage(fctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					break // batch is old enough
+				}
+				c.logger.Warn("kafka fetch", "topic", c.cfg.Topic, "err", err)
+				if !sleep(ctx, time.Second) {
+					return nil
+				}
+				continue
+			}
+			if len(batch) == 0 {
+				deadline = time.Now().Add(c.cfg.MaxWait)
+			}
+			batch = append(batch, m)
+			msgs = append(msgs, Message{
+				Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+				Key: m.Key, Value: m.Value, Time: m.Time, AppID: header(m.Headers, HeaderAppID), Headers: headers(m.Headers),
+			})
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := c.handle(ctx, handle, msgs); err != nil {
+			return nil // ctx ended while retrying; offsets stay uncommitted
+		}
+		if err := c.commit(ctx, batch); err != nil && ctx.Err() != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) handle(ctx context.Context, handle Handler, msgs []Message) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := handle(ctx, msgs)
+		if err == nil {
+			return nil
+		}
+		c.logger.Warn("handler failed, retrying the same batch", "topic", c.cfg.Topic, "messages", len(msgs), "backoff", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (c *Consumer) commit(ctx context.Context, batch []kafka.Message) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.reader.CommitMessages(ctx, batch...)
+		if err == nil {
+			return nil
+		}
+		// After a rebalance the partition may belong to another member, which
+		// will re-read from the last commit: duplicates, collapsed by event id.
+		c.logger.Warn("kafka commit", "topic", c.cfg.Topic, "err", err)
+		if !sleep(ctx, backoff) {
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		if backoff >= 5*time.Second {
+			return fmt.Errorf("commit offsets: %w", err)
+		}
+	}
+}
+
+// Close leaves the group.
+func (c *Consumer) Close() error { return c.reader.Close() }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// ReadAll reads every partition of topic from its first offset, without a
+// group, until it has read n messages or ctx ends. It is for tests and tools.
+func ReadAll(ctx context.Context, cfg Config, topic string, n int) ([]Message, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", cfg.BrokerList()[0])
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", cfg.BrokerList()[0], err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", topic, err)
+	}
+	out := make(chan Message)
+	errc := make(chan error, len(parts))
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, p := range parts {
+		go func() {
+			r := kafka.NewReader(kafka.ReaderConfig{
+				Brokers: cfg.BrokerList(), Topic: topic, Partition: p.ID,
+				MinBytes: 1, MaxBytes: 1 << 20, MaxWait: 200 * time.Millisecond,
+			})
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(rctx)
+				if err != nil {
+					errc <- err
+					return
+				}
+				select {
+				case out <- Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value, Time: m.Time, AppID: header(m.Headers, HeaderAppID), Headers: headers(m.Headers)}:
+				case <-rctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	var msgs []Message
+	for len(msgs) < n {
+		select {
+		case m := <-out:
+			msgs = append(msgs, m)
+		case <-ctx.Done():
+			return msgs, ctx.Err()
+		}
+	}
+	return msgs, nil
+}
+
+func headers(hs []kafka.Header) map[string]string {
+	if len(hs) == 0 {
+		return nil
+	}
+	m := make(map[string]string, len(hs))
+	for _, h := range hs {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
