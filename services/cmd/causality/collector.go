@@ -16,6 +16,10 @@ import (
 	"causality.dev/services/internal/kafka"
 )
 
+func init() {
+	commands["collector"] = command{"serve TCP frames, gRPC, HTTP and WebSocket, and write events to Kafka", runCollector}
+}
+
 type collectorConfig struct {
 	Ingest ingest.Config
 	Kafka  kafka.Config

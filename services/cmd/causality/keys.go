@@ -12,6 +12,10 @@ import (
 	"causality.dev/services/internal/ingest"
 )
 
+func init() {
+	commands["keys"] = command{"create or revoke an ingest key in a keys file", runKeys}
+}
+
 // runKeys creates an ingest key. With -file it appends the hashed entry to
 // that keys file (creating it); the key itself is printed once and never
 // stored.

@@ -1,0 +1,69 @@
+# Causality: `make help` lists the verbs. Tools are pinned and installed into
+# .bin/ on first use; real Kafka and ClickHouse come from deploy/local/.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BUF_VERSION := 1.75.0
+BIN := $(CURDIR)/.bin
+export PATH := $(BIN):$(BIN)/npm/node_modules/.bin:$(PATH)
+SERVERS := deploy/local/servers.sh
+MODULES := work
+GO_TEST_FLAGS ?= -count=1 -timeout 25m
+
+.PHONY: help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
+
+help: ## list the verbs
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/npm/node_modules/.bin/buf:
+	npm install --silent --no-audit --no-fund --prefix $(BIN)/npm @bufbuild/buf@$(BUF_VERSION)
+
+$(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
+	cd tools && GOFLAGS= go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+tools: $(BIN)/npm/node_modules/.bin/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned buf and protoc plugins into .bin/
+
+generate: tools ## regenerate api/gen from the protos
+	buf format -w
+	buf generate
+
+checkgenerate: generate ## fail if generated code or proto formatting is stale
+	@test -z "$$(git status --porcelain -- api)" || { git status --porcelain -- api; git diff --stat -- api; echo "api/ changed after make generate: commit the result"; exit 1; }
+
+lint: tools ## go vet, gofmt, buf lint, buf format, buf breaking against the committed baseline
+	go vet $(MODULES)
+	@test -z "$$(gofmt -l api/*.go services sdk 2>/dev/null)" || { gofmt -l services sdk; echo "gofmt needed"; exit 1; }
+	buf lint
+	buf format -d --exit-code
+	buf breaking --against api/breaking-baseline.binpb
+
+baseline: tools ## accept the current protos as the buf breaking baseline
+	buf build -o api/breaking-baseline.binpb
+
+build: ## build the single binary bin/causality
+	go build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/causality ./services/cmd/causality
+
+servers-up: ## start the local Kafka and ClickHouse (deploy/local)
+	$(SERVERS) up
+
+servers-down: ## stop them
+	$(SERVERS) down
+
+test: build ## unit and integration tests against a real Kafka broker and ClickHouse
+	$(SERVERS) up
+	set -o pipefail; eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1 CAUSALITY_BIN=$(CURDIR)/bin/causality; \
+	  rc=0; go test $(GO_TEST_FLAGS) $(MODULES) || rc=$$?; \
+	  (cd services && go test -run '^$$' -fuzz FuzzReadFrame -fuzztime 10s ./internal/ingest) || rc=$$?; \
+	  $(SERVERS) down; exit $$rc
+
+test-unit: ## tests without the real servers (embedded Kafka where needed)
+	go test $(GO_TEST_FLAGS) -short $(MODULES)
+
+bench: build ## benchmarks against the real servers; results go in docs/benchmarks.md
+	$(SERVERS) up
+	eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1; \
+	  rc=0; go test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./services/... | tee .causality/bench.txt || rc=$$?; \
+	  $(SERVERS) down; exit $$rc
+
+clean: ## remove build output and local server state
+	rm -rf bin .causality
