@@ -60,12 +60,21 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 		return err
 	}
 	reg := admin.NewRegistry()
-	return serveCollector(ctx, cfg, keys, logger, reg)
+	adm := admin.New(cfg.Admin, reg)
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adm.Serve(gctx) })
+	g.Go(func() error { return serveCollector(gctx, cfg, keys, logger, reg, adm) })
+	return g.Wait()
 }
 
 // serveCollector runs the collector until ctx ends: front doors drain first,
-// then the producer flushes and closes.
-func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyring, logger *slog.Logger, reg *prometheus.Registry) error {
+// then the producer flushes and closes. It registers its metrics on reg and
+// its readiness checks on adm, which the caller serves (one admin port per
+// process, also in `causality dev`).
+func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyring, logger *slog.Logger, reg prometheus.Registerer, adm *admin.Server) error {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := kafka.EnsureTopics(tctx, cfg.Kafka)
 	cancel()
@@ -84,14 +93,9 @@ func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyri
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	adm := admin.New(cfg.Admin, reg)
-	if err := adm.Listen(); err != nil {
-		return err
-	}
 	adm.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) })
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx) })
-	g.Go(func() error { return adm.Serve(gctx) })
 	if cfg.Ingest.KeysFile != "" {
 		g.Go(func() error { ingest.WatchKeys(gctx, cfg.Ingest.KeysFile, keys, logger); return nil })
 	}
