@@ -1,7 +1,9 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,7 +142,11 @@ func (s *Server) ingestHTTP(r *http.Request, events []*eventv1.Event) ([]*ingest
 			continue
 		}
 		if k := e.GetIdempotencyKey(); k != "" {
-			e.EventId = uuid.NewSHA1(idempotencyNS, []byte(e.GetAppId()+"\x00"+k)).String()
+			appID := e.GetAppId()
+			if appID == "" {
+				appID = app // the pipeline fills it the same way: keys stay per app
+			}
+			e.EventId = uuid.NewSHA1(idempotencyNS, []byte(appID+"\x00"+k)).String()
 		} else {
 			e.EventId = uuid.Must(uuid.NewV7()).String()
 		}
@@ -170,6 +176,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, m proto.Message)
 	if isProto {
 		err = proto.Unmarshal(body, m)
 	} else {
+		if bytes.Contains(body, []byte(`"id"`)) {
+			body = renamePrototypeID(body)
+		}
 		err = protojson.Unmarshal(body, m)
 	}
 	if err != nil {
@@ -213,4 +222,49 @@ func resultError(r *ingestv1.EventResult) string {
 		return "temporarily unavailable: retry later"
 	}
 	return ""
+}
+
+// renamePrototypeID accepts the prototype's envelope field "id" as "eventId"
+// in {"event": {...}} and {"events": [...]} bodies. A body it cannot parse is
+// returned unchanged for protojson to report.
+func renamePrototypeID(body []byte) []byte {
+	var req map[string]json.RawMessage
+	if json.Unmarshal(body, &req) != nil {
+		return body
+	}
+	rename := func(raw json.RawMessage) json.RawMessage {
+		var ev map[string]json.RawMessage
+		if json.Unmarshal(raw, &ev) != nil {
+			return raw
+		}
+		id, ok := ev["id"]
+		if !ok {
+			return raw
+		}
+		delete(ev, "id")
+		if _, set := ev["eventId"]; !set {
+			if _, set := ev["event_id"]; !set {
+				ev["eventId"] = id
+			}
+		}
+		out, _ := json.Marshal(ev)
+		return out
+	}
+	if raw, ok := req["event"]; ok {
+		req["event"] = rename(raw)
+	}
+	if raw, ok := req["events"]; ok {
+		var list []json.RawMessage
+		if json.Unmarshal(raw, &list) == nil {
+			for i := range list {
+				list[i] = rename(list[i])
+			}
+			req["events"], _ = json.Marshal(list)
+		}
+	}
+	out, err := json.Marshal(req)
+	if err != nil {
+		return body
+	}
+	return out
 }

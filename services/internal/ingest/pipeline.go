@@ -61,7 +61,8 @@ func (p *pipeline) ingest(ctx context.Context, transport, app string, b *ingestv
 	var pass []*eventv1.Event
 	var passIdx []int
 	var ids [][16]byte
-	inBatch := make(map[[16]byte]struct{}, len(b.GetEvents()))
+	inBatch := make(map[[16]byte]int, len(b.GetEvents())) // id -> index of its first copy
+	var copies [][2]int                                   // later copy, first copy
 	for i, e := range b.GetEvents() {
 		e.ReceivedAtMs = nowMs
 		if e.GetSentAtMs() == 0 {
@@ -79,11 +80,16 @@ func (p *pipeline) ingest(ctx context.Context, transport, app string, b *ingestv
 			continue
 		}
 		id := uuid.MustParse(e.GetEventId())
-		if _, dup := inBatch[id]; dup || p.seen.contains(id) {
+		e.EventId = id.String() // one text form downstream: lower-case canonical
+		if first, dup := inBatch[id]; dup {
+			copies = append(copies, [2]int{i, first}) // answered like its first copy, below
+			continue
+		}
+		if p.seen.contains(id) {
 			results[i] = &ingestv1.EventResult{Status: ingestv1.EventStatus_EVENT_STATUS_DUPLICATE, EventId: e.GetEventId()}
 			continue
 		}
-		inBatch[id] = struct{}{}
+		inBatch[id] = i
 		if wait := p.limiter.take(app, start); wait > 0 {
 			results[i] = &ingestv1.EventResult{Status: ingestv1.EventStatus_EVENT_STATUS_RATE_LIMITED, EventId: e.GetEventId(), RetryAfterMs: uint32(wait.Milliseconds()) + 1}
 			continue
@@ -106,6 +112,16 @@ func (p *pipeline) ingest(ctx context.Context, transport, app string, b *ingestv
 		for j, i := range passIdx {
 			results[i] = &ingestv1.EventResult{Status: status, EventId: pass[j].GetEventId(), RetryAfterMs: retry}
 		}
+	}
+	// A copy is a duplicate only if its first copy was stored; otherwise it
+	// must be resent like the first, or a client that forgets it loses it.
+	for _, c := range copies {
+		first := results[c[1]]
+		r := &ingestv1.EventResult{Status: ingestv1.EventStatus_EVENT_STATUS_DUPLICATE, EventId: b.GetEvents()[c[0]].GetEventId()}
+		if first.GetStatus() != ingestv1.EventStatus_EVENT_STATUS_ACCEPTED {
+			r.Status, r.RetryAfterMs = first.GetStatus(), first.GetRetryAfterMs()
+		}
+		results[c[0]] = r
 	}
 	for _, r := range results {
 		p.metrics.events.WithLabelValues(transport, statusLabel(r.GetStatus()), reasonLabel(r.GetReason())).Inc()

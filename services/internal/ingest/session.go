@@ -64,11 +64,13 @@ func (s *session) run(ctx context.Context) disconnect {
 	frames := make(chan recv)
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
+	// The reader gets the channel as an argument: the loop below sets its
+	// own frames to nil to stop receiving, which must not race with it.
+	go func(out chan<- recv) {
 		for {
 			f, err := s.st.Recv()
 			select {
-			case frames <- recv{f, err}:
+			case out <- recv{f, err}:
 			case <-done:
 				return
 			}
@@ -76,7 +78,7 @@ func (s *session) run(ctx context.Context) disconnect {
 				return
 			}
 		}
-	}()
+	}(frames)
 
 	// Hello.
 	hello := time.NewTimer(cfg.HelloTimeout)
@@ -235,7 +237,21 @@ func (s *session) waitAcks(wg *sync.WaitGroup, acks chan *ingestv1.Ack, inflight
 	wg.Wait()
 }
 
+// sendAck sends an ack, preceded by a Throttle when some of its events were
+// rate limited, so the client pauses instead of resending at once.
 func (s *session) sendAck(a *ingestv1.Ack) bool {
+	var wait uint32
+	for _, r := range a.GetResults() {
+		if r.GetStatus() == ingestv1.EventStatus_EVENT_STATUS_RATE_LIMITED {
+			wait = max(wait, r.GetRetryAfterMs())
+		}
+	}
+	if wait > 0 {
+		t := &ingestv1.Throttle{DelayMs: wait, Reason: "app rate limit"}
+		if s.st.Send(&ingestv1.ServerFrame{Frame: &ingestv1.ServerFrame_Throttle{Throttle: t}}) != nil {
+			return false
+		}
+	}
 	return s.st.Send(&ingestv1.ServerFrame{Frame: &ingestv1.ServerFrame_Ack{Ack: a}}) == nil
 }
 

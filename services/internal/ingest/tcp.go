@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -37,7 +38,7 @@ func (s *Server) serveTCP(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer conn.Close()
+			defer lingerClose(conn)
 			st := &tcpStream{conn: conn, r: bufio.NewReaderSize(conn, 32<<10), max: uint32(s.cfg.MaxFrameBytes), idle: 3*s.cfg.Heartbeat + time.Second}
 			sess := s.newSession(st, TransportTCP, conn.RemoteAddr().String())
 			if !s.acquire() {
@@ -85,4 +86,16 @@ func (t *tcpStream) Send(f *ingestv1.ServerFrame) error {
 	_ = t.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err = t.conn.Write(out)
 	return err
+}
+
+// lingerClose half-closes conn and discards what the client still sends for
+// a moment before closing, so that a last Error frame is not destroyed by a
+// reset caused by unread input.
+func lingerClose(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, io.LimitReader(tc, 4<<20))
+	}
+	conn.Close()
 }

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -59,12 +60,22 @@ type invalid struct {
 }
 
 // EventTime is timestamp_ms corrected for the device clock skew measured
-// between sent_at_ms and received_at_ms.
+// between sent_at_ms and received_at_ms. It saturates instead of wrapping
+// around, so absurd client times stay out of range.
 func EventTime(e *eventv1.Event) int64 {
-	if e.GetSentAtMs() > 0 && e.GetReceivedAtMs() > 0 {
-		return e.GetTimestampMs() + (e.GetReceivedAtMs() - e.GetSentAtMs())
+	ts := e.GetTimestampMs()
+	if e.GetSentAtMs() <= 0 || e.GetReceivedAtMs() <= 0 {
+		return ts
 	}
-	return e.GetTimestampMs()
+	skew := e.GetReceivedAtMs() - e.GetSentAtMs() // both positive: cannot overflow
+	t := ts + skew
+	switch {
+	case skew > 0 && t < ts:
+		return math.MaxInt64
+	case skew < 0 && t > ts:
+		return math.MinInt64
+	}
+	return t
 }
 
 // validate checks one event for app, whose received_at_ms is already set.

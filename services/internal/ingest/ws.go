@@ -50,9 +50,9 @@ type wsStream struct {
 func (w *wsStream) Recv() (*ingestv1.ClientFrame, error) {
 	typ, b, err := w.conn.Read(w.ctx)
 	if err != nil {
-		var ce websocket.CloseError
-		if errors.As(err, &ce) && ce.Code == websocket.StatusMessageTooBig {
-			return nil, ErrFrameTooLarge
+		// Above the read limit the library has already closed with 1009.
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			return nil, errors.Join(ErrFrameTooLarge, err)
 		}
 		return nil, err
 	}

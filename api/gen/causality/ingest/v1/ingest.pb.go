@@ -113,11 +113,12 @@ const (
 	InvalidReason_INVALID_REASON_MISSING_REQUIRED_FIELD InvalidReason = 8
 	// A string is longer than allowed.
 	InvalidReason_INVALID_REASON_FIELD_TOO_LONG InvalidReason = 9
-	// More properties (or map entries) than allowed.
+	// More entries than allowed in properties, another map, or a repeated
+	// field (purchase items, fields_updated).
 	InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES InvalidReason = 10
 	// timestamp_ms is too far ahead of the server clock (after skew correction).
 	InvalidReason_INVALID_REASON_TIMESTAMP_IN_FUTURE InvalidReason = 11
-	// timestamp_ms is too far in the past, or zero.
+	// timestamp_ms is too far in the past (0 means "now": the arrival time).
 	InvalidReason_INVALID_REASON_TIMESTAMP_TOO_OLD InvalidReason = 12
 	// The serialized event is larger than allowed.
 	InvalidReason_INVALID_REASON_EVENT_TOO_LARGE InvalidReason = 13
@@ -541,7 +542,8 @@ type Hello struct {
 	// SDK name and version, e.g. "causality-go" and "0.1.0".
 	SdkName    string `protobuf:"bytes,2,opt,name=sdk_name,json=sdkName,proto3" json:"sdk_name,omitempty"`
 	SdkVersion string `protobuf:"bytes,3,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
-	// Device clock at the time of sending, Unix ms (for skew estimation).
+	// Device clock at the time of sending, Unix ms. Informational (logged);
+	// skew is corrected per event from sent_at_ms and received_at_ms.
 	ClientTimeMs  int64 `protobuf:"varint,4,opt,name=client_time_ms,json=clientTimeMs,proto3" json:"client_time_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1115,7 +1117,8 @@ func (x *Error) GetMessage() string {
 	return ""
 }
 
-// Throttle asks the client to send no new Batch for delay_ms (acks still come).
+// Throttle asks the client to send no new Batch for delay_ms (acks still
+// come). The collector sends it before an Ack with rate-limited events.
 type Throttle struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DelayMs       uint32                 `protobuf:"varint,1,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
@@ -1169,8 +1172,10 @@ func (x *Throttle) GetReason() string {
 }
 
 // Drain says the collector is shutting down: send no new Batch, wait for the
-// outstanding acks, then reconnect (to another collector) after
-// reconnect_after_ms. The collector closes the stream once acks are sent.
+// outstanding acks, send Goodbye, then reconnect (to another collector) after
+// reconnect_after_ms. The collector keeps acking batches that were already on
+// the wire and closes the stream at the client's Goodbye (or close), or when
+// its drain timeout (default 5 s) ends.
 type Drain struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Reason           string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
