@@ -19,7 +19,7 @@ $(BIN)/npm/node_modules/.bin/buf:
 	npm install --silent --no-audit --no-fund --prefix $(BIN)/npm @bufbuild/buf@$(BUF_VERSION)
 
 $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
-	cd tools && GOFLAGS= go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd tools && GOWORK=off go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
 tools: $(BIN)/npm/node_modules/.bin/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned buf and protoc plugins into .bin/
 
@@ -48,6 +48,9 @@ servers-up: ## start the local Kafka and ClickHouse (deploy/local)
 
 servers-down: ## stop them
 	$(SERVERS) down
+
+demo: ## start the dev stack in the background, simulate a fleet for ~20 s, print where to look (stop: deploy/local/demo.sh stop)
+	deploy/local/demo.sh
 
 test: build ## unit and integration tests against a real Kafka broker and ClickHouse
 	$(SERVERS) up
