@@ -72,6 +72,7 @@ func NewConsumer(cfg Config, cc ConsumerConfig, logger *slog.Logger) (*Consumer,
 		StartOffset:       start,
 		CommitInterval:    0, // synchronous commits, after the handler
 		HeartbeatInterval: 1 * time.Second,
+		QueueCapacity:     min(cc.MaxBatch, 10000), // fetch ahead while the handler runs
 		SessionTimeout:    10 * time.Second,
 		RebalanceTimeout:  10 * time.Second,
 		JoinGroupBackoff:  500 * time.Millisecond,
@@ -241,4 +242,122 @@ func headers(hs []kafka.Header) map[string]string {
 		m[h.Key] = string(h.Value)
 	}
 	return m
+}
+
+// DeadLetter is one message for the dead-letter topic, with why it was
+// refused.
+type DeadLetter struct {
+	Key, Value             []byte
+	Source, Reason, Detail string
+}
+
+// DeadLetters writes letters to the DLQ topic of cfg synchronously (acks
+// from all in-sync replicas), so a consumer can commit the offsets of the
+// refused messages only once they are kept elsewhere.
+type DeadLetters struct {
+	w *kafka.Writer
+}
+
+// NewDeadLetters connects lazily to cfg's brokers.
+func NewDeadLetters(cfg Config) (*DeadLetters, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	codec, _ := cfg.codec()
+	return &DeadLetters{w: &kafka.Writer{
+		Addr:         kafka.TCP(cfg.BrokerList()...),
+		Topic:        cfg.DLQTopic,
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: 5 * time.Millisecond,
+		WriteTimeout: cfg.WriteTimeout,
+		MaxAttempts:  3,
+		Compression:  codec,
+		Transport:    &kafka.Transport{DialTimeout: 5 * time.Second},
+	}}, nil
+}
+
+// Write returns once every letter is acknowledged.
+func (d *DeadLetters) Write(ctx context.Context, letters []DeadLetter) error {
+	msgs := make([]kafka.Message, len(letters))
+	for i, l := range letters {
+		msgs[i] = kafka.Message{Key: l.Key, Value: l.Value, Headers: []kafka.Header{
+			{Key: HeaderSource, Value: []byte(l.Source)},
+			{Key: HeaderReason, Value: []byte(l.Reason)},
+			{Key: HeaderDetail, Value: []byte(l.Detail)},
+		}}
+	}
+	if err := d.w.WriteMessages(ctx, msgs...); err != nil {
+		return fmt.Errorf("write %d dead letters to %s: %w", len(letters), d.w.Topic, err)
+	}
+	return nil
+}
+
+// Close closes the connections.
+func (d *DeadLetters) Close() error { return d.w.Close() }
+
+// GroupLag returns, per partition of topic, how many messages the group
+// has not committed yet: the high watermark minus the committed offset (or
+// minus the first offset when the group has committed nothing there).
+func GroupLag(ctx context.Context, cfg Config, group, topic string) (map[int]int64, error) {
+	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerList()...), Timeout: 5 * time.Second, Transport: &kafka.Transport{}}
+	defer closeIdle(client.Transport)
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	var parts []int
+	for _, t := range meta.Topics {
+		if t.Name == topic {
+			if t.Error != nil {
+				return nil, fmt.Errorf("metadata of %s: %w", topic, t.Error)
+			}
+			for _, p := range t.Partitions {
+				parts = append(parts, p.ID)
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
+	}
+	// One request per partition leader: kafka-go's Client.ListOffsets files
+	// answers by the timestamp the broker returns, which is -1 for both the
+	// first and the last offset, so it cannot ask for both at once.
+	type bounds struct{ first, last int64 }
+	offs := make(map[int]bounds, len(parts))
+	for _, p := range parts {
+		conn, err := (&kafka.Dialer{Timeout: 5 * time.Second}).DialLeader(ctx, "tcp", cfg.BrokerList()[0], topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("leader of %s/%d: %w", topic, p, err)
+		}
+		first, last, err := conn.ReadOffsets()
+		conn.Close()
+		if err != nil {
+			return nil, fmt.Errorf("offsets of %s/%d: %w", topic, p, err)
+		}
+		offs[p] = bounds{first, last}
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
+	}
+	if committed.Error != nil {
+		return nil, fmt.Errorf("committed offsets of group %s: %w", group, committed.Error)
+	}
+	done := map[int]int64{}
+	for _, p := range committed.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("committed offset of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		done[p.Partition] = p.CommittedOffset
+	}
+	lag := make(map[int]int64, len(parts))
+	for p, b := range offs {
+		from, ok := done[p]
+		if !ok || from < b.first {
+			from = b.first
+		}
+		lag[p] = max(b.last-from, 0)
+	}
+	return lag, nil
 }

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"causality.dev/services/internal/admin"
+	"causality.dev/services/internal/devstack"
+	"causality.dev/services/internal/ingest"
+	"causality.dev/services/internal/kafka"
+)
+
+func init() {
+	commands["dev"] = command{"run the whole pipeline on this machine: collector, sink, embedded Kafka, local ClickHouse", runDev}
+}
+
+// devDir holds the dev stack's state: keys, Kafka and ClickHouse data.
+const devDir = ".causality/dev"
+
+type devConfig struct {
+	collector collectorConfig
+	sink      sinkConfig
+
+	dir                 string
+	app                 string
+	kafkaPort           int
+	chPort, chHTTPPort  int
+	chBin               string
+	kafkaGiven, chGiven bool
+	keysGiven           bool
+	chStartTimeout      time.Duration
+}
+
+func (c *devConfig) register(fs *flag.FlagSet) {
+	c.collector.register(fs) // -ingest.*, -kafka.*, -admin.addr, -log.*
+	c.sink.Warehouse.RegisterFlags(fs)
+	// The sink's own -sink.* flags (its -kafka.* and others are shared above).
+	tmp := flag.NewFlagSet("sink", flag.ContinueOnError)
+	c.sink.register(tmp)
+	tmp.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "sink.") {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	fs.StringVar(&c.dir, "dev.dir", devDir, "state of the dev stack: the dev key, keys.json, Kafka and ClickHouse data")
+	fs.StringVar(&c.app, "dev.app", "my-app", "app of the dev key (the prototype's curl examples use my-app)")
+	fs.IntVar(&c.kafkaPort, "dev.kafka-port", 9092, "port of the embedded Kafka broker on 127.0.0.1 (unless -kafka.brokers is given)")
+	fs.IntVar(&c.chPort, "dev.clickhouse-port", 9000, "native port of the local ClickHouse on 127.0.0.1 (unless -clickhouse.addr is given)")
+	fs.IntVar(&c.chHTTPPort, "dev.clickhouse-http-port", 8123, "HTTP port of the local ClickHouse")
+	fs.StringVar(&c.chBin, "dev.clickhouse-bin", "clickhouse-server", "ClickHouse server binary")
+	fs.DurationVar(&c.chStartTimeout, "dev.clickhouse-start-timeout", 30*time.Second, "how long the local ClickHouse may take to start")
+	// Local only: dev mode accepts keyless HTTP, so it listens on loopback.
+	setDefault(fs, "ingest.tcp-addr", "127.0.0.1:7070")
+	setDefault(fs, "ingest.grpc-addr", "127.0.0.1:7071")
+	setDefault(fs, "ingest.http-addr", "127.0.0.1:8080")
+	setDefault(fs, "admin.addr", "127.0.0.1:9100")
+	setDefault(fs, "log.format", "text")
+}
+
+// runDev runs the collector and the sink in one process with one admin port,
+// on an embedded Kafka and a local ClickHouse unless real ones are given.
+// Ctrl-C stops it in order: the collector drains, the sink flushes, then
+// ClickHouse and Kafka stop.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg devConfig
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "kafka.brokers":
+			cfg.kafkaGiven = true
+		case "clickhouse.addr":
+			cfg.chGiven = true
+		case "ingest.keys-file":
+			cfg.keysGiven = true
+		}
+	})
+	cc := &cfg.collector
+	if !cfg.keysGiven {
+		cc.Ingest.KeysFile = filepath.Join(cfg.dir, "keys.json")
+	}
+	cc.Ingest.AllowAnonymousHTTP = true // dev mode only: the prototype's keyless curl examples
+	sc := &cfg.sink
+	sc.Kafka, sc.Admin, sc.Log = cc.Kafka, cc.Admin, cc.Log
+	if err := cc.Ingest.Validate(); err != nil {
+		return err
+	}
+	if err := sc.validate(); err != nil {
+		return err
+	}
+	logger, err := cc.Log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	key, err := ensureDevKey(cfg.dir, cc.Ingest.KeysFile, cfg.app)
+	if err != nil {
+		return err
+	}
+	keys, err := ingest.LoadKeyring(cc.Ingest.KeysFile)
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	adm := admin.New(cc.Admin, reg)
+	if err := adm.Listen(); err != nil {
+		return fmt.Errorf("%w (is another `causality dev` running?)", err)
+	}
+
+	kafkaNote := "given"
+	if !cfg.kafkaGiven {
+		k, err := devstack.StartKafka(filepath.Join(cfg.dir, "kafka"), cfg.kafkaPort, logger)
+		if err != nil {
+			return err
+		}
+		defer k.Close() // last: after the sink committed its offsets
+		cc.Kafka.Brokers, sc.Kafka.Brokers = k.Addr(), k.Addr()
+		kafkaNote = "embedded, data in " + filepath.Join(cfg.dir, "kafka")
+	}
+	chNote := "given"
+	if !cfg.chGiven {
+		ch, err := devstack.StartClickHouse(ctx, devstack.ClickHouseConfig{
+			Bin: cfg.chBin, Dir: filepath.Join(cfg.dir, "clickhouse"), Port: cfg.chPort, HTTPPort: cfg.chHTTPPort,
+			StartTimeout: cfg.chStartTimeout,
+		}, logger)
+		if err != nil {
+			return err
+		}
+		defer ch.Stop() // after the sink flushed
+		sc.Warehouse.Addr = ch.Addr()
+		chNote = "local clickhouse-server, data in " + filepath.Join(cfg.dir, "clickhouse")
+	}
+	logger.Info("dev stack starting", "app", cfg.app, "key", key, "kafka", cc.Kafka.Brokers, "clickhouse", sc.Warehouse.Addr)
+
+	// Ready only once the front doors serve: serveCollector adds its checks
+	// after a Kafka round trip, and an admin port without checks says ready.
+	adm.AddCheck("collector", func(ctx context.Context) error { return probeHTTP(ctx, cc.Ingest.HTTPAddr) })
+	g, gctx := errgroup.WithContext(ctx)
+	// Shutdown order: the collector drains first; then the sink gets a few
+	// seconds to store what the collector wrote last, and flushes.
+	collectorDone := make(chan struct{})
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopSink()
+	go func() {
+		<-collectorDone
+		if ctx.Err() != nil { // a clean stop, not a failure
+			waitSinkCaughtUp(sc, 5*time.Second, logger)
+		}
+		stopSink()
+	}()
+	g.Go(func() error { return adm.Serve(gctx) })
+	g.Go(func() error {
+		defer close(collectorDone)
+		return serveCollector(gctx, *cc, keys, logger.With("component", "collector"), reg, adm)
+	})
+	g.Go(func() error { return serveSink(sinkCtx, *sc, logger, reg, adm) })
+	// TODO(detector): run the detector here too once cmd/causality has one.
+	g.Go(func() error {
+		if waitReady(gctx, "http://"+adm.Addr()+"/readyz", logger) {
+			printDevBanner(stdout, &cfg, key, adm.Addr(), kafkaNote, chNote)
+		}
+		return nil
+	})
+	err = g.Wait()
+	logger.Info("dev stack stopped")
+	return err
+}
+
+// ensureDevKey returns the dev app's key from dir/key when keysFile still
+// binds it to app, or creates a new key: its hash goes into keysFile (other
+// entries are kept) and the key itself into dir/key, readable by the owner
+// only.
+func ensureDevKey(dir, keysFile, app string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("dev dir: %w", err)
+	}
+	kf, err := readKeysFile(keysFile)
+	if err != nil {
+		return "", err
+	}
+	keyFile := filepath.Join(dir, "key")
+	if b, err := os.ReadFile(keyFile); err == nil {
+		key := strings.TrimSpace(string(b))
+		for _, e := range kf.Keys {
+			if e.SHA256 == ingest.HashKey(key) && e.AppID == app && !e.Revoked {
+				return key, os.Chmod(keyFile, 0o600)
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read dev key: %w", err)
+	}
+	key := ingest.NewKey()
+	kf.Keys = append(kf.Keys, ingest.KeyEntry{AppID: app, Name: "dev", SHA256: ingest.HashKey(key)})
+	if err := writeKeysFile(keysFile, kf); err != nil {
+		return "", fmt.Errorf("write %s: %w", keysFile, err)
+	}
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write dev key: %w", err)
+	}
+	return key, os.Chmod(keyFile, 0o600)
+}
+
+// waitSinkCaughtUp waits up to limit until the sink's group has committed
+// every message of the events topic.
+func waitSinkCaughtUp(sc *sinkConfig, limit time.Duration, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	for {
+		lag, err := kafka.GroupLag(ctx, sc.Kafka, sc.Group, sc.Kafka.Topic)
+		total := int64(0)
+		for _, n := range lag {
+			total += n
+		}
+		if err == nil && total == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			logger.Warn("sink stopping before it caught up; the rest is stored at the next start", "lag", total, "err", err)
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// probeHTTP succeeds when an HTTP server answers at addr (any status).
+func probeHTTP(ctx context.Context, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("front doors not serving yet: %w", err)
+	}
+	res.Body.Close()
+	return nil
+}
+
+// waitReady polls url until it answers 200 (true) or ctx ends (false),
+// logging what is not ready every 30 s.
+func waitReady(ctx context.Context, url string, logger *slog.Logger) bool {
+	last := time.Now()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return true
+			}
+			if time.Since(last) > 30*time.Second {
+				last = time.Now()
+				logger.Warn("dev stack not ready yet", "readyz", strings.TrimSpace(string(b)))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func printDevBanner(w io.Writer, cfg *devConfig, key, adminAddr, kafkaNote, chNote string) {
+	in := cfg.collector.Ingest
+	wh := cfg.sink.Warehouse
+	// Only the flags that differ from the defaults of sim and sql.
+	var simArgs, sqlArgs string
+	if in.TCPAddr != "127.0.0.1:7070" {
+		simArgs += " -sim.addr " + in.TCPAddr
+	}
+	if cfg.dir != devDir {
+		simArgs += " -sim.key-file " + filepath.Join(cfg.dir, "key")
+	}
+	if wh.Addr != "127.0.0.1:9000" {
+		sqlArgs += " -clickhouse.addr " + wh.Addr
+	}
+	if wh.Database != "causality" {
+		sqlArgs += " -clickhouse.database " + wh.Database
+	}
+	fmt.Fprintf(w, `
+Causality dev stack is ready (app %q).
+  raw TCP      %s
+  gRPC         %s   (grpcurl -plaintext %s list)
+  HTTP         http://%s
+  metrics      http://%s/metrics   (readiness: /readyz)
+  Kafka        %s   (%s)
+  ClickHouse   %s, database %s   (%s)
+  ingest key   %s   (saved in %s)
+
+Try:
+  curl -X POST http://%s/v1/events/ingest -H "Content-Type: application/json" \
+    -d '{"event": {"appId": "%s", "deviceId": "device-001", "screenView": {"screenName": "HomeScreen"}}}'
+  causality sim -sim.duration 20s%s
+  causality sql%s
+
+Ctrl-C stops everything (the collector drains and the sink flushes first).
+`, cfg.app, in.TCPAddr, in.GRPCAddr, in.GRPCAddr, in.HTTPAddr, adminAddr,
+		cfg.collector.Kafka.Brokers, kafkaNote, wh.Addr, wh.Database, chNote,
+		key, filepath.Join(cfg.dir, "key"), in.HTTPAddr, cfg.app, simArgs, sqlArgs)
+}
