@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +77,15 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 // its readiness checks on adm, which the caller serves (one admin port per
 // process, also in `causality dev`).
 func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyring, logger *slog.Logger, reg prometheus.Registerer, adm *admin.Server) error {
+	// Not ready until the front doors listen, and again not while draining.
+	var serving atomic.Bool
+	adm.AddCheck("collector", func(context.Context) error {
+		if !serving.Load() {
+			return errors.New("front doors not serving (starting or draining)")
+		}
+		return nil
+	})
+	adm.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) })
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := kafka.EnsureTopics(tctx, cfg.Kafka)
 	cancel()
@@ -93,7 +104,8 @@ func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyri
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	adm.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) })
+	serving.Store(true)
+	context.AfterFunc(ctx, func() { serving.Store(false) })
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx) })
 	if cfg.Ingest.KeysFile != "" {

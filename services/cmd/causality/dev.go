@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -147,9 +146,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	logger.Info("dev stack starting", "app", cfg.app, "key", key, "kafka", cc.Kafka.Brokers, "clickhouse", sc.Warehouse.Addr)
 
-	// Ready only once the front doors serve: serveCollector adds its checks
-	// after a Kafka round trip, and an admin port without checks says ready.
-	adm.AddCheck("collector", func(ctx context.Context) error { return probeHTTP(ctx, cc.Ingest.HTTPAddr) })
 	g, gctx := errgroup.WithContext(ctx)
 	// Shutdown order: the collector drains first; then the sink gets a few
 	// seconds to store what the collector wrote last, and flushes.
@@ -238,25 +234,6 @@ func waitSinkCaughtUp(sc *sinkConfig, limit time.Duration, logger *slog.Logger) 
 	}
 }
 
-// probeHTTP succeeds when an HTTP server answers at addr (any status).
-func probeHTTP(ctx context.Context, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("front doors not serving yet: %w", err)
-	}
-	res.Body.Close()
-	return nil
-}
 
 // waitReady polls url until it answers 200 (true) or ctx ends (false),
 // logging what is not ready every 30 s.
