@@ -90,12 +90,15 @@ func (t *tcpStream) Send(f *ingestv1.ServerFrame) error {
 
 // lingerClose half-closes conn and discards what the client still sends for
 // a moment before closing, so that a last Error frame is not destroyed by a
-// reset caused by unread input.
+// reset caused by unread input. The moment is bounded by closing the conn
+// from a timer, not by a read deadline: the session's reader may still be in
+// Recv, which sets its own (idle-long) deadline and would extend it.
 func lingerClose(conn net.Conn) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.CloseWrite()
-		_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		t := time.AfterFunc(500*time.Millisecond, func() { tc.Close() })
 		_, _ = io.Copy(io.Discard, io.LimitReader(tc, 4<<20))
+		t.Stop()
 	}
 	conn.Close()
 }

@@ -100,7 +100,8 @@ func (c *Config) codec() (kafka.Compression, error) {
 	return 0, fmt.Errorf("-kafka.compression: unknown codec %q", c.Compression)
 }
 
-// EnsureTopics creates the events and DLQ topics when they are missing.
+// EnsureTopics creates the events and DLQ topics when they are missing. A
+// broker that is briefly unavailable is retried until ctx ends.
 func EnsureTopics(ctx context.Context, cfg Config, extra ...string) error {
 	topics := append([]string{cfg.Topic, cfg.DLQTopic}, extra...)
 	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerList()...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
@@ -109,13 +110,52 @@ func EnsureTopics(ctx context.Context, cfg Config, extra ...string) error {
 	for _, t := range topics {
 		req.Topics = append(req.Topics, kafka.TopicConfig{Topic: t, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.Replication})
 	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := createTopics(ctx, client, req)
+		if err == nil || !retriable(err) {
+			return err
+		}
+		if !sleep(ctx, backoff) {
+			return err
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func createTopics(ctx context.Context, client *kafka.Client, req *kafka.CreateTopicsRequest) error {
 	resp, err := client.CreateTopics(ctx, req)
 	if err != nil {
-		return fmt.Errorf("create topics on %s: %w", cfg.Brokers, err)
+		return fmt.Errorf("create topics on %s: %w", client.Addr, err)
 	}
 	for topic, terr := range resp.Errors {
 		if terr != nil && !errors.Is(terr, kafka.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", topic, terr)
+		}
+	}
+	return nil
+}
+
+// retriable reports whether a failed admin request may succeed later.
+func retriable(err error) bool {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		return kerr.Temporary()
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// DeleteTopics deletes topics; used by tests to clean up after themselves.
+func DeleteTopics(ctx context.Context, cfg Config, topics ...string) error {
+	client := &kafka.Client{Addr: kafka.TCP(cfg.BrokerList()...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	defer closeIdle(client.Transport)
+	resp, err := client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: topics})
+	if err != nil {
+		return fmt.Errorf("delete topics: %w", err)
+	}
+	for topic, terr := range resp.Errors {
+		if terr != nil && !errors.Is(terr, kafka.UnknownTopicOrPartition) {
+			return fmt.Errorf("delete topic %s: %w", topic, terr)
 		}
 	}
 	return nil

@@ -67,6 +67,13 @@ func ConfigOn(t testing.TB, brokers string) kafka.Config {
 	if err := kafka.EnsureTopics(ctx, cfg); err != nil {
 		t.Fatalf("create test topics: %v", err)
 	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := kafka.DeleteTopics(ctx, cfg, cfg.Topic, cfg.DLQTopic); err != nil {
+			t.Logf("delete test topics: %v", err) // the broker is shared and disposable
+		}
+	})
 	return cfg
 }
 
