@@ -10,7 +10,7 @@ SERVERS := deploy/local/servers.sh
 MODULES := work
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
+.PHONY: chdb help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
 
 help: ## list the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,7 +52,12 @@ servers-down: ## stop them
 demo: ## start the dev stack in the background, simulate a fleet for ~20 s, print where to look (stop: deploy/local/demo.sh stop)
 	deploy/local/demo.sh
 
-test: build ## unit and integration tests against a real Kafka broker and ClickHouse
+CHDB_VERSION := 4.4.0
+
+chdb: ## install chDB (a current ClickHouse engine, in-process) to check the DDL and queries
+	@python3 -c 'import chdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check chdb==$(CHDB_VERSION)
+
+test: build chdb ## unit and integration tests against a real Kafka broker and ClickHouse (and chDB)
 	$(SERVERS) up
 	set -o pipefail; eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1 CAUSALITY_BIN=$(CURDIR)/bin/causality; \
 	  rc=0; go test $(GO_TEST_FLAGS) $(MODULES) || rc=$$?; \
