@@ -10,7 +10,7 @@ SERVERS := deploy/local/servers.sh
 MODULES := work
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: chdb help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
+.PHONY: mobile mobile-android mobile-ios wasm wasm-test chdb help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
 
 help: ## list the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ $(BIN)/npm/node_modules/.bin/buf:
 
 $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
 	cd tools && GOWORK=off go build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+$(BIN)/gobind $(BIN)/gomobile: tools/go.mod tools/go.sum
+	cd tools && GOWORK=off go build -o $(BIN)/ golang.org/x/mobile/cmd/gobind golang.org/x/mobile/cmd/gomobile
 
 tools: $(BIN)/npm/node_modules/.bin/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned buf and protoc plugins into .bin/
 
@@ -72,6 +75,33 @@ bench: build ## benchmarks against the real servers; results go in docs/benchmar
 	eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1; \
 	  rc=0; go test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./services/... | tee .causality/bench.txt || rc=$$?; \
 	  $(SERVERS) down; exit $$rc
+
+MOBILE_OUT := $(CURDIR)/.causality/mobile
+
+mobile: $(BIN)/gobind ## gobind Java+ObjC (fail on skipped API), JNI lib for linux/amd64, javac, Java wrapper tests on the host JVM
+	sdk/mobile/bind.sh $(MOBILE_OUT)
+	CAUSALITY_MOBILE_DIR=$(MOBILE_OUT) go test -count=1 -run '^TestMobileJVM$$' -v ./services/cmd/causality
+
+mobile-android: $(BIN)/gobind $(BIN)/gomobile ## gomobile bind -target=android -> .causality/mobile/causality.aar (needs the Android SDK + NDK)
+	sdk/mobile/bind.sh $(MOBILE_OUT) android
+
+mobile-ios: $(BIN)/gobind $(BIN)/gomobile ## gomobile bind -target=ios -> sdk/ios/Causality.xcframework (needs macOS + Xcode)
+	sdk/mobile/bind.sh $(MOBILE_OUT) ios
+
+TYPESCRIPT_VERSION := 5.9.3
+
+$(BIN)/npm/node_modules/.bin/tsc:
+	npm install --silent --no-audit --no-fund --prefix $(BIN)/npm typescript@$(TYPESCRIPT_VERSION)
+
+wasm: $(BIN)/npm/node_modules/.bin/tsc ## js/wasm SDK into sdk/wasm/dist, tsc the wrapper (index.js, index.d.ts), print sizes
+	GOOS=js GOARCH=wasm go vet ./sdk/wasm
+	GOOS=js GOARCH=wasm go build -trimpath -ldflags="-s -w" -o sdk/wasm/dist/causality.wasm ./sdk/wasm
+	cp "$$(go env GOROOT)/lib/wasm/wasm_exec.js" sdk/wasm/dist/
+	cd sdk/wasm && tsc -p .
+	@echo "causality.wasm: $$(stat -c %s sdk/wasm/dist/causality.wasm) bytes raw, $$(gzip -9 -c sdk/wasm/dist/causality.wasm | wc -c) gzipped"
+
+wasm-test: ## the web SDK in headless Chromium against a collector (TestWasmBrowser; needs chromium, node, npm)
+	go test -count=1 -run '^TestWasmBrowser$$' -v ./services/cmd/causality
 
 clean: ## remove build output and local server state
 	rm -rf bin .causality

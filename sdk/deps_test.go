@@ -24,6 +24,8 @@ func TestDependencies(t *testing.T) {
 		{"causality.dev/sdk", nil, append(server, "google.golang.org/grpc", "github.com/coder/websocket")},
 		{"causality.dev/sdk/wstransport", nil, append(server, "google.golang.org/grpc")},
 		{"causality.dev/sdk/wstransport", []string{"GOOS=js", "GOARCH=wasm"}, append(server, "google.golang.org/grpc")},
+		{"causality.dev/sdk/wasm", []string{"GOOS=js", "GOARCH=wasm"}, append(server, "google.golang.org/grpc")},
+		{"causality.dev/sdk/mobile", nil, append(server, "google.golang.org/grpc")},
 		{"causality.dev/sdk/grpctransport", nil, server},
 		{"causality.dev/sdk/sdktest", nil, append(server, "google.golang.org/grpc")},
 	}
