@@ -80,7 +80,8 @@ MOBILE_OUT := $(CURDIR)/.causality/mobile
 
 mobile: $(BIN)/gobind ## gobind Java+ObjC (fail on skipped API), JNI lib for linux/amd64, javac, Java wrapper tests on the host JVM
 	sdk/mobile/bind.sh $(MOBILE_OUT)
-	CAUSALITY_MOBILE_DIR=$(MOBILE_OUT) go test -count=1 -run '^TestMobileJVM$$' -v ./services/cmd/causality
+	$(SERVERS) up
+	eval "$$($(SERVERS) env)"; CAUSALITY_REQUIRE_REAL_SERVERS=1 CAUSALITY_MOBILE_DIR=$(MOBILE_OUT) go test -count=1 -run '^TestMobileJVM$$' -v ./services/cmd/causality
 
 mobile-android: $(BIN)/gobind $(BIN)/gomobile ## gomobile bind -target=android -> .causality/mobile/causality.aar (needs the Android SDK + NDK)
 	sdk/mobile/bind.sh $(MOBILE_OUT) android
