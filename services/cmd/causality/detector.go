@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	detectv1 "causality.dev/api/gen/causality/detect/v1"
+	"causality.dev/services/internal/admin"
+	"causality.dev/services/internal/detect"
+	"causality.dev/services/internal/kafka"
+	"causality.dev/services/internal/webhook"
+)
+
+func init() {
+	commands["detector"] = command{"learn behavioural baselines from the events, serve anomalies over gRPC, Kafka and webhooks", runDetector}
+}
+
+// Topics the detector writes.
+const (
+	AnomaliesTopic       = "causality.anomalies.v1"
+	WebhookDeadLetterTop = "causality.webhooks.dlq.v1"
+)
+
+type detectorConfig struct {
+	Kafka   kafka.Config
+	Admin   admin.Config
+	Log     logFlags
+	Detect  detect.Config
+	Engine  detect.EngineConfig
+	Server  detect.ServerConfig
+	Webhook webhook.Config
+
+	Group          string
+	AnomaliesTopic string
+	WebhookDLQ     string
+}
+
+func (c *detectorConfig) register(fs *flag.FlagSet) {
+	c.Kafka.RegisterFlags(fs)
+	c.Admin.RegisterFlags(fs)
+	c.Log.register(fs)
+	c.Detect.RegisterFlags(fs)
+	c.Engine.RegisterFlags(fs)
+	c.Server.RegisterFlags(fs)
+	c.Webhook.RegisterFlags(fs, "detect.webhook")
+	fs.StringVar(&c.Group, "detect.group", "causality-detector", "Kafka consumer group of the detectors (instances of one group share the partitions)")
+	fs.StringVar(&c.AnomaliesTopic, "detect.anomalies-topic", AnomaliesTopic, "topic the anomalies are written to (key = app id, value = causality.detect.v1.Anomaly)")
+	fs.StringVar(&c.WebhookDLQ, "detect.webhook.dlq-topic", WebhookDeadLetterTop, "topic of webhook bodies not delivered after the last try")
+}
+
+func (c *detectorConfig) validate() error {
+	for _, v := range []interface{ Validate() error }{&c.Kafka, &c.Detect, &c.Engine, &c.Webhook} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Group == "":
+		return errors.New("-detect.group must not be empty")
+	case c.AnomaliesTopic == "" || c.AnomaliesTopic == c.Kafka.Topic:
+		return errors.New("-detect.anomalies-topic must be set and differ from -kafka.topic")
+	case len(c.Webhook.URLs) > 0 && c.WebhookDLQ == "":
+		return errors.New("-detect.webhook.dlq-topic must be set when webhooks are")
+	}
+	_, err := c.Server.Tokens()
+	return err
+}
+
+func runDetector(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var cfg detectorConfig
+	fs := flag.NewFlagSet("detector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	logger, err := cfg.Log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg := admin.NewRegistry()
+	adm := admin.New(cfg.Admin, reg)
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	logger.Info("admin listening", "addr", adm.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adm.Serve(gctx) })
+	g.Go(func() error { return serveDetector(gctx, cfg, logger, reg, adm) })
+	return g.Wait()
+}
+
+// serveDetector runs the detector until ctx ends: it consumes the events
+// topic in its own group, serves DetectorService, writes anomalies to the
+// anomalies topic and the webhooks, and checkpoints its state (periodically
+// and, last, once the consumer has stopped). It registers its metrics on
+// reg and its readiness checks on adm, which the caller serves.
+func serveDetector(ctx context.Context, cfg detectorConfig, logger *slog.Logger, reg prometheus.Registerer, adm *admin.Server) error {
+	logger = logger.With("component", "detector")
+	tokens, err := cfg.Server.Tokens()
+	if err != nil {
+		return err
+	}
+	topics := []string{cfg.AnomaliesTopic}
+	if len(cfg.Webhook.URLs) > 0 {
+		topics = append(topics, cfg.WebhookDLQ)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = kafka.EnsureTopics(tctx, cfg.Kafka, topics...)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("kafka at %s: %w", cfg.Kafka.Brokers, err)
+	}
+	adm.AddCheck("kafka", func(ctx context.Context) error { return kafka.Ping(ctx, cfg.Kafka) })
+
+	det, err := detect.New(cfg.Detect)
+	if err != nil {
+		return err
+	}
+	anomalies, err := kafka.NewWriter(cfg.Kafka, cfg.AnomaliesTopic)
+	if err != nil {
+		return err
+	}
+	defer anomalies.Close()
+	outputs := []detect.Output{{Name: "kafka", Write: func(ctx context.Context, as []*detectv1.Anomaly) error {
+		return anomalies.Write(ctx, anomalyRecords(as))
+	}}}
+	// ClickHouse: the anomalies table is the sink's (services/internal/warehouse);
+	// once it has a writer for anomalies, add it here as an Output named
+	// "clickhouse" (docs/detector.md gives the column mapping).
+	if len(cfg.Webhook.URLs) > 0 {
+		dlq, err := kafka.NewWriter(cfg.Kafka, cfg.WebhookDLQ)
+		if err != nil {
+			return err
+		}
+		defer dlq.Close()
+		sender, err := webhook.New(cfg.Webhook, webhookDeadLetters(dlq), logger,
+			prometheus.WrapRegistererWith(prometheus.Labels{"webhook": "anomalies"}, reg))
+		if err != nil {
+			return err
+		}
+		outputs = append(outputs, detect.Output{
+			Name: "webhook",
+			Write: func(ctx context.Context, as []*detectv1.Anomaly) error {
+				for _, a := range as {
+					body, err := webhookBody(a)
+					if err != nil {
+						return err
+					}
+					if err := sender.Deliver(ctx, a.GetId(), body); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			Save: sender.Save, Restore: sender.Restore,
+		})
+	}
+	engine, err := detect.NewEngine(cfg.Engine, det, outputs, logger, reg, time.Now)
+	if err != nil {
+		return err
+	}
+	srv, err := detect.NewServer(cfg.Server, engine.Ring(), engine, tokens, logger, reg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	consumer, err := kafka.NewConsumer(cfg.Kafka, kafka.ConsumerConfig{Group: cfg.Group}, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("detector serving", "grpc", srv.Addr(), "group", cfg.Group, "topic", cfg.Kafka.Topic, "windows", cfg.Detect.Windows, "checkpoint", cfg.Engine.Checkpoint)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return consumer.Run(gctx, engine.Handle) })
+	g.Go(func() error { return engine.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx) })
+	err = g.Wait()
+	// Last, with the consumer stopped: what it committed is in the state.
+	if cerr := engine.Checkpoint(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	return err
+}
+
+// anomalyRecords are the messages of the anomalies topic: key = app id
+// (one app's anomalies stay in order), value = the Anomaly protobuf.
+func anomalyRecords(as []*detectv1.Anomaly) []kafka.Record {
+	out := make([]kafka.Record, 0, len(as))
+	for _, a := range as {
+		b, err := proto.Marshal(a)
+		if err != nil {
+			continue // cannot happen for a valid message
+		}
+		out = append(out, kafka.Record{Key: []byte(a.GetAppId()), Value: b, Headers: map[string]string{
+			kafka.HeaderAppID: a.GetAppId(), "kind": detect.KindLabel(a.GetKind()), "anomaly_id": a.GetId(),
+		}})
+	}
+	return out
+}
+
+// webhookBody is the JSON POSTed for an anomaly: its type and the Anomaly
+// in protobuf JSON with the proto field names.
+func webhookBody(a *detectv1.Anomaly) ([]byte, error) {
+	data, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("anomaly %s as JSON: %w", a.GetId(), err)
+	}
+	return fmt.Appendf(nil, `{"type":"causality.detect.v1.Anomaly","id":%q,"data":%s}`, a.GetId(), data), nil
+}
+
+// webhookDeadLetters writes undeliverable bodies to a topic, with where
+// and why in headers.
+func webhookDeadLetters(w *kafka.Writer) webhook.DeadLetters {
+	return webhook.DeadLetterFunc(func(ctx context.Context, l webhook.Letter) error {
+		return w.Write(ctx, []kafka.Record{{Key: []byte(l.ID), Value: l.Body, Headers: map[string]string{
+			"webhook_url": l.URL, "webhook_id": l.ID, "attempts": strconv.Itoa(l.Attempts),
+			"status": strconv.Itoa(l.Status), "error": l.Error,
+		}}})
+	})
+}
