@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: installs what is missing (ClickHouse from
 # Debian; Go modules come with the build), builds bin/causality, starts
-# `causality dev` in the background (collector + sink + embedded Kafka +
-# local ClickHouse, state in .causality/dev), drives the simulator through it,
+# `causality dev` in the background (collector + sink + detector + embedded
+# Kafka + local ClickHouse, state in .causality/dev), drives the simulator through it,
 # and prints where to look.
 #
 # Usage: demo.sh [start|stop|status]   (start is the default)
@@ -24,7 +24,7 @@ DURATION=${CAUSALITY_DEMO_DURATION:-20s}
 RATE=${CAUSALITY_DEMO_RATE:-300}
 DEVICES=${CAUSALITY_DEMO_DEVICES:-100}
 # The documented default ports of `causality dev`.
-PORTS=(7070 7071 8080 9100 9092 9000 8123)
+PORTS=(7070 7071 7075 8080 9100 9092 9000 8123)
 
 build() {
   command -v go >/dev/null 2>&1 || die "Go is missing: install Go 1.26 or later (https://go.dev/dl/), then run make demo again"
@@ -104,6 +104,10 @@ SQL prompt on ClickHouse:   bin/causality sql
 Metrics:   http://127.0.0.1:9100/metrics   (readiness: http://127.0.0.1:9100/readyz)
 gRPC:      127.0.0.1:7071, e.g. grpcurl -plaintext 127.0.0.1:7071 list
            (grpcurl: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4)
+Detector:  127.0.0.1:7075 (gRPC DetectorService), token $(<"$DEV_DIR/detector-token") (in $DEV_DIR/detector-token)
+  grpcurl -plaintext -H "authorization: Bearer $(<"$DEV_DIR/detector-token")" -d '{"from_oldest": true}' \\
+    127.0.0.1:7075 causality.detect.v1.DetectorService/Subscribe
+  bin/causality sql -q "SELECT detected_at, kind, cohort, device_id, score, summary FROM anomalies FINAL ORDER BY detected_at DESC LIMIT 10"
 Raw TCP:   127.0.0.1:7070, e.g. bin/causality sim -sim.duration 10s
 HTTP:      curl -X POST http://127.0.0.1:8080/v1/events/ingest -H "Content-Type: application/json" \\
              -d '{"event": {"appId": "my-app", "deviceId": "device-001", "screenView": {"screenName": "HomeScreen"}}}'

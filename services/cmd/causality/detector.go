@@ -19,11 +19,12 @@ import (
 	"causality.dev/services/internal/admin"
 	"causality.dev/services/internal/detect"
 	"causality.dev/services/internal/kafka"
+	"causality.dev/services/internal/warehouse"
 	"causality.dev/services/internal/webhook"
 )
 
 func init() {
-	commands["detector"] = command{"learn behavioural baselines from the events, serve anomalies over gRPC, Kafka and webhooks", runDetector}
+	commands["detector"] = command{"learn behavioural baselines from the events, serve anomalies over gRPC, Kafka, webhooks and ClickHouse", runDetector}
 }
 
 // Topics the detector writes.
@@ -40,6 +41,8 @@ type detectorConfig struct {
 	Engine  detect.EngineConfig
 	Server  detect.ServerConfig
 	Webhook webhook.Config
+	// Warehouse is where anomalies are stored; off when Addr is empty.
+	Warehouse warehouse.Config
 
 	Group          string
 	AnomaliesTopic string
@@ -54,6 +57,9 @@ func (c *detectorConfig) register(fs *flag.FlagSet) {
 	c.Engine.RegisterFlags(fs)
 	c.Server.RegisterFlags(fs)
 	c.Webhook.RegisterFlags(fs, "detect.webhook")
+	c.Warehouse.RegisterFlags(fs)
+	setDefault(fs, "clickhouse.addr", "")
+	fs.Lookup("clickhouse.addr").Usage = "ClickHouse native address host:port to store anomalies (the anomalies table, created by the sink), e.g. 127.0.0.1:9000; empty = anomalies are not stored in ClickHouse"
 	fs.StringVar(&c.Group, "detect.group", "causality-detector", "Kafka consumer group of the detectors (instances of one group share the partitions)")
 	fs.StringVar(&c.AnomaliesTopic, "detect.anomalies-topic", AnomaliesTopic, "topic the anomalies are written to (key = app id, value = causality.detect.v1.Anomaly)")
 	fs.StringVar(&c.WebhookDLQ, "detect.webhook.dlq-topic", WebhookDeadLetterTop, "topic of webhook bodies not delivered after the last try")
@@ -72,6 +78,11 @@ func (c *detectorConfig) validate() error {
 		return errors.New("-detect.anomalies-topic must be set and differ from -kafka.topic")
 	case len(c.Webhook.URLs) > 0 && c.WebhookDLQ == "":
 		return errors.New("-detect.webhook.dlq-topic must be set when webhooks are")
+	}
+	if c.Warehouse.Addr != "" {
+		if err := c.Warehouse.Validate(); err != nil {
+			return err
+		}
 	}
 	_, err := c.Server.Tokens()
 	return err
@@ -106,7 +117,7 @@ func runDetector(ctx context.Context, args []string, _, stderr io.Writer) error 
 
 // serveDetector runs the detector until ctx ends: it consumes the events
 // topic in its own group, serves DetectorService, writes anomalies to the
-// anomalies topic and the webhooks, and checkpoints its state (periodically
+// anomalies topic, the webhooks and ClickHouse, and checkpoints its state (periodically
 // and, last, once the consumer has stopped). It registers its metrics on
 // reg and its readiness checks on adm, which the caller serves.
 func serveDetector(ctx context.Context, cfg detectorConfig, logger *slog.Logger, reg prometheus.Registerer, adm *admin.Server) error {
@@ -139,9 +150,16 @@ func serveDetector(ctx context.Context, cfg detectorConfig, logger *slog.Logger,
 	outputs := []detect.Output{{Name: "kafka", Write: func(ctx context.Context, as []*detectv1.Anomaly) error {
 		return anomalies.Write(ctx, anomalyRecords(as))
 	}}}
-	// ClickHouse: the anomalies table is the sink's (services/internal/warehouse);
-	// once it has a writer for anomalies, add it here as an Output named
-	// "clickhouse" (docs/detector.md gives the column mapping).
+	// ClickHouse: the anomalies table is the sink's, which applies the
+	// migrations; until a sink has, writes fail and the engine retries them.
+	if cfg.Warehouse.Addr != "" {
+		ch, err := warehouse.NewAnomalyWriter(cfg.Warehouse)
+		if err != nil {
+			return err
+		}
+		defer ch.Close()
+		outputs = append(outputs, detect.Output{Name: "clickhouse", Write: ch.Write})
+	}
 	if len(cfg.Webhook.URLs) > 0 {
 		dlq, err := kafka.NewWriter(cfg.Kafka, cfg.WebhookDLQ)
 		if err != nil {
@@ -185,7 +203,7 @@ func serveDetector(ctx context.Context, cfg detectorConfig, logger *slog.Logger,
 	if err != nil {
 		return err
 	}
-	logger.Info("detector serving", "grpc", srv.Addr(), "group", cfg.Group, "topic", cfg.Kafka.Topic, "windows", cfg.Detect.Windows, "checkpoint", cfg.Engine.Checkpoint)
+	logger.Info("detector serving", "grpc", srv.Addr(), "group", cfg.Group, "topic", cfg.Kafka.Topic, "windows", cfg.Detect.Windows, "checkpoint", cfg.Engine.Checkpoint, "clickhouse", cfg.Warehouse.Addr)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return consumer.Run(gctx, engine.Handle) })
 	g.Go(func() error { return engine.Run(gctx) })

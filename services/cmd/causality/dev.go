@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,15 +23,17 @@ import (
 )
 
 func init() {
-	commands["dev"] = command{"run the whole pipeline on this machine: collector, sink, embedded Kafka, local ClickHouse", runDev}
+	commands["dev"] = command{"run the whole pipeline on this machine: collector, sink, detector, embedded Kafka, local ClickHouse", runDev}
 }
 
-// devDir holds the dev stack's state: keys, Kafka and ClickHouse data.
+// devDir holds the dev stack's state: keys, the detector's token and
+// checkpoint, Kafka and ClickHouse data.
 const devDir = ".causality/dev"
 
 type devConfig struct {
 	collector collectorConfig
 	sink      sinkConfig
+	detector  detectorConfig
 
 	dir                 string
 	app                 string
@@ -39,6 +42,9 @@ type devConfig struct {
 	chBin               string
 	kafkaGiven, chGiven bool
 	keysGiven           bool
+	ckptGiven           bool
+	tokenGiven          bool
+	detToken            string // generated for dev, unless tokenGiven
 	chStartTimeout      time.Duration
 }
 
@@ -53,7 +59,16 @@ func (c *devConfig) register(fs *flag.FlagSet) {
 			fs.Var(f.Value, f.Name, f.Usage)
 		}
 	})
-	fs.StringVar(&c.dir, "dev.dir", devDir, "state of the dev stack: the dev key, keys.json, Kafka and ClickHouse data")
+	// The detector's -detect.* flags likewise; it stores anomalies in the
+	// sink's ClickHouse.
+	tmp = flag.NewFlagSet("detector", flag.ContinueOnError)
+	c.detector.register(tmp)
+	tmp.VisitAll(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "detect.") {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	fs.StringVar(&c.dir, "dev.dir", devDir, "state of the dev stack: the dev key, keys.json, the detector's token and checkpoint, Kafka and ClickHouse data")
 	fs.StringVar(&c.app, "dev.app", "my-app", "app of the dev key (the prototype's curl examples use my-app)")
 	fs.IntVar(&c.kafkaPort, "dev.kafka-port", 9092, "port of the embedded Kafka broker on 127.0.0.1 (unless -kafka.brokers is given)")
 	fs.IntVar(&c.chPort, "dev.clickhouse-port", 9000, "native port of the local ClickHouse on 127.0.0.1 (unless -clickhouse.addr is given)")
@@ -65,12 +80,14 @@ func (c *devConfig) register(fs *flag.FlagSet) {
 	setDefault(fs, "ingest.grpc-addr", "127.0.0.1:7071")
 	setDefault(fs, "ingest.http-addr", "127.0.0.1:8080")
 	setDefault(fs, "admin.addr", "127.0.0.1:9100")
+	setDefault(fs, "detect.grpc-addr", "127.0.0.1:7075")
 	setDefault(fs, "log.format", "text")
 }
 
-// runDev runs the collector and the sink in one process with one admin port,
-// on an embedded Kafka and a local ClickHouse unless real ones are given.
-// Ctrl-C stops it in order: the collector drains, the sink flushes, then
+// runDev runs the collector, the sink and the detector in one process with
+// one admin port, on an embedded Kafka and a local ClickHouse unless real
+// ones are given. Ctrl-C stops it in order: the collector drains; the sink
+// flushes and the detector writes its outputs and checkpoint; then
 // ClickHouse and Kafka stop.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg devConfig
@@ -88,6 +105,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cfg.chGiven = true
 		case "ingest.keys-file":
 			cfg.keysGiven = true
+		case "detect.checkpoint":
+			cfg.ckptGiven = true
+		case "detect.token", "detect.tokens-file":
+			cfg.tokenGiven = true
 		}
 	})
 	cc := &cfg.collector
@@ -101,6 +122,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if err := sc.validate(); err != nil {
+		return err
+	}
+	dc := &cfg.detector
+	dc.Kafka, dc.Admin, dc.Log = cc.Kafka, cc.Admin, cc.Log
+	if !cfg.ckptGiven {
+		dc.Engine.Checkpoint = filepath.Join(cfg.dir, "detector.ckpt")
+	}
+	if !cfg.tokenGiven {
+		t, err := ensureDevToken(cfg.dir)
+		if err != nil {
+			return err
+		}
+		cfg.detToken, dc.Server.Token = t, t
+	}
+	dc.Warehouse = sc.Warehouse // anomalies to the dev ClickHouse
+	if err := dc.validate(); err != nil {
 		return err
 	}
 	logger, err := cc.Log.logger(stderr)
@@ -128,7 +165,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer k.Close() // last: after the sink committed its offsets
-		cc.Kafka.Brokers, sc.Kafka.Brokers = k.Addr(), k.Addr()
+		cc.Kafka.Brokers, sc.Kafka.Brokers, dc.Kafka.Brokers = k.Addr(), k.Addr(), k.Addr()
 		kafkaNote = "embedded, data in " + filepath.Join(cfg.dir, "kafka")
 	}
 	chNote := "given"
@@ -144,20 +181,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		sc.Warehouse.Addr = ch.Addr()
 		chNote = "local clickhouse-server, data in " + filepath.Join(cfg.dir, "clickhouse")
 	}
+	dc.Warehouse.Addr = sc.Warehouse.Addr
 	logger.Info("dev stack starting", "app", cfg.app, "key", key, "kafka", cc.Kafka.Brokers, "clickhouse", sc.Warehouse.Addr)
 
 	g, gctx := errgroup.WithContext(ctx)
-	// Shutdown order: the collector drains first; then the sink gets a few
-	// seconds to store what the collector wrote last, and flushes.
+	// Shutdown order: the collector drains first; then the sink and the
+	// detector get a few seconds to read what the collector wrote last; the
+	// sink flushes, the detector drains its outputs and checkpoints.
 	collectorDone := make(chan struct{})
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopSink()
+	detCtx, stopDetector := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopDetector()
 	go func() {
 		<-collectorDone
 		if ctx.Err() != nil { // a clean stop, not a failure
-			waitSinkCaughtUp(sc, 5*time.Second, logger)
+			waitCaughtUp(sc.Kafka, []string{sc.Group, dc.Group}, 5*time.Second, logger)
 		}
 		stopSink()
+		stopDetector()
 	}()
 	g.Go(func() error { return adm.Serve(gctx) })
 	g.Go(func() error {
@@ -165,7 +207,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return serveCollector(gctx, *cc, keys, logger.With("component", "collector"), reg, adm)
 	})
 	g.Go(func() error { return serveSink(sinkCtx, *sc, logger, reg, adm) })
-	// TODO(detector): run the detector here too once cmd/causality has one.
+	g.Go(func() error { return serveDetector(detCtx, *dc, logger, reg, adm) })
 	g.Go(func() error {
 		if waitReady(gctx, "http://"+adm.Addr()+"/readyz", logger) {
 			printDevBanner(stdout, &cfg, key, adm.Addr(), kafkaNote, chNote)
@@ -211,29 +253,53 @@ func ensureDevKey(dir, keysFile, app string) (string, error) {
 	return key, os.Chmod(keyFile, 0o600)
 }
 
-// waitSinkCaughtUp waits up to limit until the sink's group has committed
-// every message of the events topic.
-func waitSinkCaughtUp(sc *sinkConfig, limit time.Duration, logger *slog.Logger) {
+// waitCaughtUp waits up to limit until each group has committed every
+// message of the events topic.
+func waitCaughtUp(kcfg kafka.Config, groups []string, limit time.Duration, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for {
-		lag, err := kafka.GroupLag(ctx, sc.Kafka, sc.Group, sc.Kafka.Topic)
 		total := int64(0)
-		for _, n := range lag {
-			total += n
+		var err error
+		for _, g := range groups {
+			lag, lerr := kafka.GroupLag(ctx, kcfg, g, kcfg.Topic)
+			err = errors.Join(err, lerr)
+			for _, n := range lag {
+				total += n
+			}
 		}
 		if err == nil && total == 0 {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			logger.Warn("sink stopping before it caught up; the rest is stored at the next start", "lag", total, "err", err)
+			logger.Warn("sink and detector stopping before they caught up; they read the rest at the next start", "lag", total, "err", err)
 			return
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
+// ensureDevToken returns the detector token kept in dir/detector-token, or
+// makes one and keeps it there, readable by the owner only.
+func ensureDevToken(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("dev dir: %w", err)
+	}
+	file := filepath.Join(dir, "detector-token")
+	b, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read detector token: %w", err)
+	}
+	if t := strings.TrimSpace(string(b)); len(t) >= 16 && !strings.ContainsAny(t, " \t") {
+		return t, os.Chmod(file, 0o600)
+	}
+	t := "cdt_" + rand.Text()
+	if err := os.WriteFile(file, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write detector token: %w", err)
+	}
+	return t, os.Chmod(file, 0o600)
+}
 
 // waitReady polls url until it answers 200 (true) or ctx ends (false),
 // logging what is not ready every 30 s.
@@ -264,6 +330,12 @@ func waitReady(ctx context.Context, url string, logger *slog.Logger) bool {
 func printDevBanner(w io.Writer, cfg *devConfig, key, adminAddr, kafkaNote, chNote string) {
 	in := cfg.collector.Ingest
 	wh := cfg.sink.Warehouse
+	det := cfg.detector.Server
+	detToken, bearer := "from -detect.token or -detect.tokens-file", "TOKEN"
+	if cfg.detToken != "" {
+		detToken = cfg.detToken + ", saved in " + filepath.Join(cfg.dir, "detector-token")
+		bearer = cfg.detToken
+	}
 	// Only the flags that differ from the defaults of sim and sql.
 	var simArgs, sqlArgs string
 	if in.TCPAddr != "127.0.0.1:7070" {
@@ -287,15 +359,18 @@ Causality dev stack is ready (app %q).
   Kafka        %s   (%s)
   ClickHouse   %s, database %s   (%s)
   ingest key   %s   (saved in %s)
+  detector     %s   (gRPC DetectorService, token %s)
 
 Try:
   curl -X POST http://%s/v1/events/ingest -H "Content-Type: application/json" \
     -d '{"event": {"appId": "%s", "deviceId": "device-001", "screenView": {"screenName": "HomeScreen"}}}'
   causality sim -sim.duration 20s%s
   causality sql%s
+  grpcurl -plaintext -H "authorization: Bearer %s" -d '{"from_oldest": true}' \
+    %s causality.detect.v1.DetectorService/Subscribe
 
-Ctrl-C stops everything (the collector drains and the sink flushes first).
+Ctrl-C stops everything (the collector drains, the sink and the detector flush first).
 `, cfg.app, in.TCPAddr, in.GRPCAddr, in.GRPCAddr, in.HTTPAddr, adminAddr,
 		cfg.collector.Kafka.Brokers, kafkaNote, wh.Addr, wh.Database, chNote,
-		key, filepath.Join(cfg.dir, "key"), in.HTTPAddr, cfg.app, simArgs, sqlArgs)
+		key, filepath.Join(cfg.dir, "key"), det.Addr, detToken, in.HTTPAddr, cfg.app, simArgs, sqlArgs, bearer, det.Addr)
 }

@@ -5,18 +5,29 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	detectv1 "causality.dev/api/gen/causality/detect/v1"
 	"causality.dev/services/internal/ingest"
 	"causality.dev/services/internal/sim"
+	"causality.dev/services/internal/warehouse"
 	"causality.dev/services/internal/warehousetest"
 )
 
@@ -125,19 +136,23 @@ func postJSON(t *testing.T, url, key, body string) (int, []byte) {
 }
 
 // TestDevStack runs `causality dev` with its embedded Kafka and the test
-// ClickHouse: the prototype's keyless curl examples and the simulator's
-// events reach ClickHouse; `causality collector` on the same keys refuses
-// the keyless request; Ctrl-C stops it cleanly.
+// ClickHouse: the detector answers with its generated token only and
+// stores what it finds in ClickHouse; the prototype's keyless curl examples
+// and the simulator's events reach ClickHouse; `causality collector` on the
+// same keys refuses the keyless request; Ctrl-C stops it cleanly.
 func TestDevStack(t *testing.T) {
 	wcfg := warehousetest.Config(t) // skips without a ClickHouse
 	dir := t.TempDir()
-	tcp, grpcAddr, httpAddr, adminAddr := pipeFreeAddr(t), pipeFreeAddr(t), pipeFreeAddr(t), pipeFreeAddr(t)
+	tcp, grpcAddr, httpAddr, adminAddr, detAddr := pipeFreeAddr(t), pipeFreeAddr(t), pipeFreeAddr(t), pipeFreeAddr(t), pipeFreeAddr(t)
 	_, kport, _ := net.SplitHostPort(pipeFreeAddr(t))
 	stdout, stderr, stop := startRun(t, "dev", "-dev.dir", dir, "-dev.kafka-port", kport,
 		"-clickhouse.addr", wcfg.Addr, "-clickhouse.database", wcfg.Database,
 		"-ingest.tcp-addr", tcp, "-ingest.grpc-addr", grpcAddr, "-ingest.http-addr", httpAddr, "-admin.addr", adminAddr,
+		"-detect.grpc-addr", detAddr, "-detect.windows", "1m", "-detect.lateness", "1s", "-detect.idle-after", "0",
 		"-sink.batch-age", "200ms")
 	waitReadyz(t, adminAddr, stderr)
+	// First, while event time is still where these events put it.
+	detToken := checkDevDetector(t, dir, detAddr, httpAddr, adminAddr, wcfg)
 
 	// The dev key: clear in dir/key (owner only), hashed in dir/keys.json.
 	keyFile := filepath.Join(dir, "key")
@@ -230,6 +245,126 @@ func TestDevStack(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "kafka")); err != nil {
 		t.Errorf("embedded Kafka kept no data under the dev dir: %v", err)
 	}
+	if !strings.Contains(out, detAddr) || !strings.Contains(out, "Bearer "+detToken) || !strings.Contains(out, "DetectorService/Subscribe") {
+		t.Errorf("banner lacks the detector address %s or a Subscribe example with its token:\n%s", detAddr, out)
+	}
+	// The detector's last checkpoint, written on the way out, in the dev dir.
+	if fi, err := os.Stat(filepath.Join(dir, "detector.ckpt")); err != nil || fi.Size() == 0 {
+		t.Errorf("no detector checkpoint in the dev dir after the stop: %v", err)
+	}
+}
+
+// checkDevDetector checks the dev stack's detector: its token, generated
+// in dir/detector-token (owner only), is required by DetectorService but
+// not by health checks; a purchase without checkout sent to the collector
+// comes back from ListAnomalies and is stored in ClickHouse. It returns the
+// token.
+func checkDevDetector(t *testing.T, dir, detAddr, httpAddr, adminAddr string, wcfg warehouse.Config) string {
+	t.Helper()
+	tokenFile := filepath.Join(dir, "detector-token")
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(b))
+	if fi, _ := os.Stat(tokenFile); len(token) < 16 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: token %q, mode %v; want one of 16 characters or more, mode 0600", tokenFile, token, fi.Mode().Perm())
+	}
+	conn, err := grpc.NewClient(detAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	health, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: detectv1.DetectorService_ServiceDesc.ServiceName}, grpc.WaitForReady(true))
+	if err != nil || health.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("detector health without a token: %v, %v; want SERVING", health, err)
+	}
+	client := detectv1.NewDetectorServiceClient(conn)
+	bearer := func(tok string) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+	}
+	for name, c := range map[string]context.Context{"no token": ctx, "another token": bearer("not-the-dev-token-0123456789")} {
+		if _, err := client.ListAnomalies(c, &detectv1.ListAnomaliesRequest{}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("ListAnomalies with %s: %v, want Unauthenticated", name, err)
+		}
+	}
+	if _, err := client.ListAnomalies(bearer(token), &detectv1.ListAnomaliesRequest{}); err != nil {
+		t.Fatalf("ListAnomalies with the dev token: %v", err)
+	}
+
+	// A device that starts and buys without a checkout half an hour ago;
+	// once the detector has scored that, another device ten minutes later
+	// closes the window.
+	base := time.Now().Add(-30 * time.Minute).Truncate(time.Minute).UnixMilli()
+	ev := func(device string, seq int, at int64, payload string) string {
+		return fmt.Sprintf(`{"appId": "my-app", "deviceId": %q, "installId": "%[1]s-i", "sessionId": "%[1]s-s", "timestampMs": "%d", "sequence": "%d",
+			"deviceContext": {"platform": "PLATFORM_ANDROID", "appVersion": "2.4.1", "buildNumber": "2410", "deviceModel": "Pixel 8", "manufacturer": "Google"}, %s}`,
+			device, at, seq, payload)
+	}
+	cheat := `{"events": [` + ev("cheater", 1, base+1000, `"appStart": {}`) + "," +
+		ev("cheater", 2, base+2000, `"screenView": {"screenName": "Paywall"}`) + "," +
+		ev("cheater", 3, base+3000, `"purchaseComplete": {"orderId": "o1"}`) + "]}"
+	if code, body := postJSON(t, "http://"+httpAddr+"/v1/events/batch", "", cheat); code != http.StatusOK {
+		t.Fatalf("batch for the detector: %d %s", code, body)
+	}
+	for scored := 0.0; scored < 3; scored = devMetric(t, adminAddr, `causality_detect_events_total{result="scored"}`) {
+		if ctx.Err() != nil {
+			t.Fatalf("the detector scored %v of 3 events", scored)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := postJSON(t, "http://"+httpAddr+"/v1/events/ingest", "", `{"event": `+ev("clock", 1, base+10*60_000, `"appStart": {}`)+"}"); code != http.StatusOK {
+		t.Fatalf("ingest for the detector: %d %s", code, body)
+	}
+	var found *detectv1.Anomaly
+	for found == nil {
+		list, err := client.ListAnomalies(bearer(token), &detectv1.ListAnomaliesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range list.GetAnomalies() {
+			if a.GetKind() == detectv1.AnomalyKind_ANOMALY_KIND_FUNNEL_BYPASS && a.GetDeviceId() == "cheater" {
+				found = a
+			}
+		}
+		if found == nil && ctx.Err() != nil {
+			t.Fatalf("no funnel bypass listed: %v", list.GetAnomalies())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ch := pipeWaitOpen(t, wcfg)
+	q := "SELECT count() FROM anomalies WHERE id = '" + found.GetId() + "' AND kind = 'funnel_bypass' AND device_id = 'cheater' AND app_id = 'my-app'" +
+		" AND cohort = 'app_version=2.4.1,build_number=2410,platform=android' AND toUnixTimestamp(window_start) = " + fmt.Sprint(base/1000)
+	for warehousetest.Int(t, ch, q) != 1 {
+		if ctx.Err() != nil {
+			t.Fatalf("anomaly %s never stored in ClickHouse (want one row)", found.GetId())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return token
+}
+
+// devMetric reads one sample of the admin port's /metrics (0 when absent).
+func devMetric(t *testing.T, adminAddr, sample string) float64 {
+	t.Helper()
+	res, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 func TestEnsureDevKey(t *testing.T) {

@@ -3,6 +3,7 @@ package warehouse
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -10,13 +11,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
 // Migration is one numbered file of migrations/: statements separated by a
-// line ending with ';', each idempotent (IF NOT EXISTS), with {database}
+// line ending with ';', each idempotent (IF NOT EXISTS; an ALTER TABLE ...
+// ADD COLUMN whose column exists counts as applied), with {database}
 // standing for the target database. Names inside views and materialized
 // views are qualified, because a plain view resolves unqualified names in
 // the database of whoever queries it.
@@ -121,7 +125,7 @@ func Migrate(ctx context.Context, cfg Config) error {
 			continue
 		}
 		for _, s := range m.Statements {
-			if err := c.Exec(ctx, s); err != nil {
+			if err := c.Exec(ctx, s); err != nil && !columnExists(s, err) {
 				return fmt.Errorf("migration %s: %w", m.Name, err)
 			}
 		}
@@ -138,6 +142,16 @@ func Migrate(ctx context.Context, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// columnExists reports whether err says an ALTER TABLE ... ADD COLUMN found
+// its column already there: another process applied the migration first
+// (18.16 has no ADD COLUMN IF NOT EXISTS; it answers ILLEGAL_COLUMN, current
+// servers DUPLICATE_COLUMN).
+func columnExists(stmt string, err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == codeIllegalColumn || ex.Code == codeDuplicateColumn) && strings.Contains(ex.Message, "already exists") &&
+		strings.HasPrefix(strings.ToUpper(strings.TrimSpace(stmt)), "ALTER TABLE")
 }
 
 // BootstrapStatements create the database and its schema_migrations table;

@@ -165,7 +165,8 @@ func load(t *testing.T, ds dataset) (*warehouse.Client, *recordingDLQ) {
 	if err := h2.Handle(ctx, messages(t, ds.d1[:4])); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Exec(ctx, `INSERT INTO anomalies SELECT 'an1', 'crash_rate', 'shop', 'app_version=2.0.0,platform=ios', '',
+	if err := c.Exec(ctx, `INSERT INTO anomalies (id, kind, app_id, cohort, device_id, window_start, window_end, score, threshold, baseline, evidence, detected_at)
+		SELECT 'an1', 'crash_rate', 'shop', 'app_version=2.0.0,platform=ios', '',
 		toDateTime('2026-01-01 00:00:00'), toDateTime('2026-01-01 01:00:00'), 4.5, 3, '{"mean":0.01}', '{"crashes":1}', toDateTime('2026-01-01 01:05:00')`); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 // Package warehouse is the only importer of clickhouse-go. Events flow in
 // through Writer.Write (one native batch insert per call into the events
-// table); SQL flows through Client.Query (the analysts' prompt, tests). The
+// table), the detector's anomalies through AnomalyWriter.Write (into the
+// anomalies table, once per anomaly id); SQL flows through Client.Query (the analysts' prompt, tests). The
 // schema is a list of numbered migrations embedded in the binary and applied
 // by Migrate.
 //
@@ -57,6 +58,8 @@ func Open(ctx context.Context, cfg Config) (*Client, error) {
 // ClickHouse error codes the package branches on.
 const (
 	codeUnknownDatabase = 81
+	codeDuplicateColumn = 15
+	codeIllegalColumn   = 44
 )
 
 func open(ctx context.Context, cfg Config, database string) (*Client, error) {
