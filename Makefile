@@ -10,7 +10,7 @@ SERVERS := deploy/local/servers.sh
 MODULES := work
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: mobile mobile-android mobile-ios wasm wasm-test chdb help tools generate checkgenerate lint build test test-unit fuzz bench demo servers-up servers-down baseline clean
+.PHONY: mobile mobile-android mobile-ios wasm wasm-test chdb help tools generate checkgenerate lint build test test-unit fuzz bench eval demo servers-up servers-down baseline clean
 
 help: ## list the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,14 @@ bench: build ## benchmarks against the real servers; results go in docs/benchmar
 	$(SERVERS) up
 	eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1; \
 	  rc=0; go test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./services/... | tee .causality/bench.txt || rc=$$?; \
+	  $(SERVERS) down; exit $$rc
+
+eval: build ## labelled evaluation: scenarios through collector, Kafka and detector -> docs/evaluation.md, docs/evaluation.png (~7 min)
+	$(SERVERS) up
+	mkdir -p .causality
+	eval "$$($(SERVERS) env)"; set -o pipefail; rc=0; \
+	  (cd services && go test -run '^$$' -bench . -benchmem ./internal/detect/) | tee .causality/eval-bench.txt || rc=$$?; \
+	  [ $$rc -ne 0 ] || bin/causality eval -kafka.brokers=$$CAUSALITY_TEST_KAFKA -eval.bench=.causality/eval-bench.txt || rc=$$?; \
 	  $(SERVERS) down; exit $$rc
 
 MOBILE_OUT := $(CURDIR)/.causality/mobile

@@ -87,6 +87,8 @@ default.replication.factor=1
 min.insync.replicas=1
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
+# A test broker: 50 offsets partitions (the default) slow the first group join.
+offsets.topic.num.partitions=4
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1

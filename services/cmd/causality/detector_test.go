@@ -107,6 +107,12 @@ func detFreeAddr(t *testing.T) string {
 // startDetector runs serveDetector with args until the returned stop is
 // called; stop waits for it to return.
 func startDetector(t *testing.T, args []string) (stop func()) {
+	stop, _ = startDetectorWithRegistry(t, args)
+	return stop
+}
+
+// startDetectorWithRegistry also returns the detector's metrics registry.
+func startDetectorWithRegistry(t *testing.T, args []string) (stop func(), reg *prometheus.Registry) {
 	t.Helper()
 	var cfg detectorConfig
 	fs := flag.NewFlagSet("detector", flag.ContinueOnError)
@@ -117,7 +123,7 @@ func startDetector(t *testing.T, args []string) (stop func()) {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
+	reg = prometheus.NewRegistry()
 	adm := admin.New(admin.Config{Addr: "127.0.0.1:0"}, reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -132,7 +138,7 @@ func startDetector(t *testing.T, args []string) (stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop
+	return stop, reg
 }
 
 func TestDetectorEndToEnd(t *testing.T) {
@@ -163,7 +169,7 @@ func TestDetectorEndToEnd(t *testing.T) {
 		"-detect.webhook.url=" + hookSrv.URL, "-detect.webhook.secret-file=" + secretFile,
 		"-detect.webhook.dlq-topic=" + dlqTopic, "-detect.webhook.backoff=10ms",
 	}
-	stop := startDetector(t, args)
+	stop, reg := startDetectorWithRegistry(t, args)
 
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -208,6 +214,14 @@ func TestDetectorEndToEnd(t *testing.T) {
 	}
 	if err := producer.Publish(ctx, events[:3]); err != nil { // a collector retry: duplicates
 		t.Fatal(err)
+	}
+	// Partitions are fetched in no fixed order: only once the first three
+	// events are scored may the event that closes their window be sent, or
+	// it could move event time on first and make them late.
+	for deadline := time.Now().Add(time.Minute); scoredEvents(t, reg) < 3; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the detector scored %v of the first 3 events", scoredEvents(t, reg))
+		}
 	}
 	if err := producer.Publish(ctx, events[3:]); err != nil {
 		t.Fatal(err)
@@ -288,4 +302,26 @@ func TestDetectorEndToEnd(t *testing.T) {
 	if ids, _ := hooks.received(); len(ids) != 1 {
 		t.Errorf("after restart the webhook got %v, want the one delivery", ids)
 	}
+}
+
+// scoredEvents reads causality_detect_events_total{result="scored"}.
+func scoredEvents(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "causality_detect_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "scored" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

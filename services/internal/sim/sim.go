@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	eventv1 "causality.dev/api/gen/causality/event/v1"
 )
 
 // Config says what to simulate and where to send it.
@@ -39,6 +41,11 @@ type Config struct {
 	Linger       time.Duration
 	FlushTimeout time.Duration
 	KeepIDs      bool // keep the acknowledged event ids in the Summary
+	// Source, when set, replaces the fleet: Run sends its events in order
+	// (Timed.Device picks the connection, so a device's events stay in
+	// order) until it returns false. The labelled evaluation sends
+	// scenarios (scenario.go) this way, on their simulated clock.
+	Source func() (Timed, bool)
 }
 
 // RegisterFlags registers the -sim.* flags (the key is left to the caller,
@@ -318,9 +325,19 @@ func generate(ctx, lctx context.Context, cfg *Config, fleet *Fleet, links []*lin
 			due = min(due, cfg.Events)
 		}
 		for ; n < due; n++ {
-			now := time.Now()
-			ev, dev := fleet.Next(now)
-			it := &item{ev: ev, skew: fleet.Skew(dev)}
+			var it *item
+			var dev int
+			if cfg.Source != nil {
+				t, ok := cfg.Source()
+				if !ok {
+					return
+				}
+				it, dev = &item{ev: t.Event, skew: t.Skew}, t.Device
+			} else {
+				var ev *eventv1.Event
+				ev, dev = fleet.Next(time.Now())
+				it = &item{ev: ev, skew: fleet.Skew(dev)}
+			}
 			select {
 			case links[dev%len(links)].in <- it:
 				st.generated.Add(1)
