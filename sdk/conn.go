@@ -1,11 +1,16 @@
 package sdk
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -210,6 +215,8 @@ type conn struct {
 	lastSent  time.Time
 	lastRecv  time.Time
 	buf       []byte
+	gzip      bool   // the collector inflates gzip
+	zbuf      []byte // compressed events, reused
 }
 
 type recvd struct {
@@ -301,6 +308,7 @@ func (cn *conn) setWelcome(w *ingestv1.Welcome, flushEvents int) {
 		cn.heartbeat = defaultHeartbeat
 	}
 	cn.credits = max(int(w.GetCredits()), 1)
+	cn.gzip = slices.Contains(w.GetCompressions(), ingestv1.Compression_COMPRESSION_GZIP)
 	cn.lastRecv = time.Now()
 }
 
@@ -545,6 +553,9 @@ func (s *sender) buildBatch(cn *conn, seq uint64) (*batch, []byte) {
 	if len(kept) == 0 {
 		return nil, nil
 	}
+	if n := len(buf) - head; cn.gzip && c.cfg.compressAbove > 0 && n > c.cfg.compressAbove {
+		buf = cn.compress(buf, head)
+	}
 	b := &batch{recs: kept, dropped: c.q.takeDropped()}
 	buf = protowire.AppendTag(buf, 1, protowire.VarintType)
 	buf = protowire.AppendVarint(buf, seq)
@@ -563,4 +574,61 @@ func (s *sender) buildBatch(cn *conn, seq uint64) (*batch, []byte) {
 		cn.buf = buf
 	}
 	return b, buf[start:]
+}
+
+// compress replaces the events in buf[head:] (Batch.events fields) with
+// Batch.compressed_events and Batch.compression, when gzip makes them
+// smaller. The events are already an EventList but for their field number
+// (Batch.events is 2, EventList.events is 1), which is one tag byte each.
+func (cn *conn) compress(buf []byte, head int) []byte {
+	events := buf[head:]
+	if !setEventTags(events, protowire.EncodeTag(1, protowire.BytesType)) {
+		return buf
+	}
+	cn.zbuf = gzipAppend(cn.zbuf[:0], events)
+	const tail = 1 + 10 + 2 // compressed_events tag and length, compression
+	if len(cn.zbuf)+tail >= len(events) {
+		setEventTags(events, protowire.EncodeTag(2, protowire.BytesType))
+		return buf
+	}
+	buf = protowire.AppendTag(buf[:head], 5, protowire.BytesType)
+	buf = protowire.AppendBytes(buf, cn.zbuf)
+	buf = protowire.AppendTag(buf, 6, protowire.VarintType)
+	buf = protowire.AppendVarint(buf, uint64(ingestv1.Compression_COMPRESSION_GZIP))
+	if cap(cn.zbuf) > 4<<20 {
+		cn.zbuf = nil
+	}
+	return buf
+}
+
+// setEventTags rewrites the one-byte tag of each length-delimited field in
+// b, which holds only such fields; false if b is not that.
+func setEventTags(b []byte, tag uint64) bool {
+	for i := 0; i < len(b); {
+		_, n := protowire.ConsumeBytes(b[i+1:])
+		if n < 0 {
+			return false
+		}
+		b[i] = byte(tag)
+		i += 1 + n
+	}
+	return true
+}
+
+// gzipWriters are reused: a gzip.Writer allocates about 800 KiB.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return zw
+}}
+
+// gzipAppend appends src, gzipped, to dst.
+func gzipAppend(dst, src []byte) []byte {
+	zw := gzipWriters.Get().(*gzip.Writer)
+	out := bytes.NewBuffer(dst)
+	zw.Reset(out)
+	_, _ = zw.Write(src) // a bytes.Buffer does not fail
+	_ = zw.Close()
+	zw.Reset(io.Discard)
+	gzipWriters.Put(zw)
+	return out.Bytes()
 }

@@ -19,6 +19,9 @@ const (
 	DefaultTimeout       = 10 * time.Second
 	DefaultMinBackoff    = 250 * time.Millisecond
 	DefaultMaxBackoff    = 30 * time.Second
+	// DefaultCompressionThreshold: batches whose events serialize to more
+	// bytes than this are gzipped, when the collector inflates gzip.
+	DefaultCompressionThreshold = 4 << 10
 )
 
 // Consent is the user's answer to the app's tracking consent prompt.
@@ -64,6 +67,7 @@ type config struct {
 	minBackoff    time.Duration
 	maxBackoff    time.Duration
 	fsync         bool
+	compressAbove int
 }
 
 func defaults() config {
@@ -81,6 +85,7 @@ func defaults() config {
 		minBackoff:    DefaultMinBackoff,
 		maxBackoff:    DefaultMaxBackoff,
 		fsync:         true,
+		compressAbove: DefaultCompressionThreshold,
 	}
 }
 
@@ -110,6 +115,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("timeout %s: must be positive", c.timeout)
 	case c.minBackoff <= 0 || c.maxBackoff < c.minBackoff:
 		return fmt.Errorf("backoff %s..%s: need 0 < min <= max", c.minBackoff, c.maxBackoff)
+	case c.compressAbove < 0:
+		return fmt.Errorf("compression threshold %d bytes: must be 0 (off) or positive", c.compressAbove)
 	}
 	return nil
 }
@@ -182,3 +189,9 @@ func WithBackoff(min, max time.Duration) Option {
 // sent (default true). Without fsync, queued events survive a killed process
 // but not a power loss.
 func WithFsync(on bool) Option { return func(c *config) { c.fsync = on } }
+
+// WithCompressionThreshold gzips a batch whose events serialize to more than
+// bytes (default 4 KiB; 0 never compresses). Only collectors that list gzip
+// in Welcome.compressions get compressed batches, and a batch is sent
+// compressed only when that makes it smaller.
+func WithCompressionThreshold(bytes int) Option { return func(c *config) { c.compressAbove = bytes } }

@@ -9,6 +9,8 @@ package sdktest
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,6 +50,7 @@ type Collector struct {
 	seen     map[string]bool
 	dups     int
 	batches  []*ingestv1.Batch
+	sizes    []int
 	changed  chan struct{} // closed and replaced on every change
 }
 
@@ -128,6 +131,14 @@ func (c *Collector) Batches() []*ingestv1.Batch {
 	return append([]*ingestv1.Batch(nil), c.batches...)
 }
 
+// BatchBytes returns the size on the wire of each batch frame in Batches
+// (payload, without the length prefix).
+func (c *Collector) BatchBytes() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.sizes...)
+}
+
 // Conns returns how many connections were accepted.
 func (c *Collector) Conns() int {
 	c.mu.Lock()
@@ -161,6 +172,7 @@ type Conn struct {
 	col   *Collector
 	nc    net.Conn
 	r     *bufio.Reader
+	last  int // size of the last frame read
 }
 
 // ReadFrame reads one ClientFrame.
@@ -177,6 +189,7 @@ func (c *Conn) ReadFrame() (*ingestv1.ClientFrame, error) {
 	if _, err := io.ReadFull(c.r, b); err != nil {
 		return nil, err
 	}
+	c.last = len(b)
 	f := &ingestv1.ClientFrame{}
 	if err := proto.Unmarshal(b, f); err != nil {
 		return nil, fmt.Errorf("fake collector: decode frame: %w", err)
@@ -217,9 +230,17 @@ func (c *Conn) CloseWrite() { _ = c.nc.(*net.TCPConn).CloseWrite() }
 // Close drops the connection.
 func (c *Conn) Close() { c.nc.Close() }
 
-// DefaultWelcome is what Handshake sends when given nil.
+// DefaultWelcome is what Handshake sends when given nil. It lists no
+// compression (as an older collector); GzipWelcome does.
 func DefaultWelcome() *ingestv1.Welcome {
 	return &ingestv1.Welcome{ConnectionId: "fake", AppId: AppID, MaxFrameBytes: 1 << 20, Credits: 8, HeartbeatIntervalMs: 15000, MaxBatchEvents: 1000}
+}
+
+// GzipWelcome is DefaultWelcome listing gzip in compressions.
+func GzipWelcome() *ingestv1.Welcome {
+	w := DefaultWelcome()
+	w.Compressions = []ingestv1.Compression{ingestv1.Compression_COMPRESSION_GZIP}
+	return w
 }
 
 // Handshake reads Hello and answers Welcome (w, or DefaultWelcome), or an
@@ -244,8 +265,9 @@ func (c *Conn) Handshake(w *ingestv1.Welcome) error {
 	return c.Send(&ingestv1.ServerFrame{Frame: &ingestv1.ServerFrame_Welcome{Welcome: w}})
 }
 
-// NextBatch reads frames, answering Pings, until a Batch. It returns io.EOF
-// after a Goodbye.
+// NextBatch reads frames, answering Pings, until a Batch. A compressed batch
+// is inflated: Events are set, CompressedEvents cleared and Compression kept,
+// so a test can tell. It returns io.EOF after a Goodbye.
 func (c *Conn) NextBatch() (*ingestv1.Batch, error) {
 	for {
 		f, err := c.ReadFrame()
@@ -254,8 +276,12 @@ func (c *Conn) NextBatch() (*ingestv1.Batch, error) {
 		}
 		switch f := f.Frame.(type) {
 		case *ingestv1.ClientFrame_Batch:
+			if err := inflate(f.Batch); err != nil {
+				return nil, err
+			}
 			c.col.mu.Lock()
 			c.col.batches = append(c.col.batches, f.Batch)
+			c.col.sizes = append(c.col.sizes, c.last)
 			c.col.changedLocked()
 			c.col.mu.Unlock()
 			return f.Batch, nil
@@ -270,6 +296,30 @@ func (c *Conn) NextBatch() (*ingestv1.Batch, error) {
 			return nil, fmt.Errorf("fake collector: unexpected %T", f)
 		}
 	}
+}
+
+// inflate gunzips Batch.compressed_events into Batch.events.
+func inflate(b *ingestv1.Batch) error {
+	if len(b.GetCompressedEvents()) == 0 {
+		return nil
+	}
+	if len(b.GetEvents()) > 0 || b.GetCompression() != ingestv1.Compression_COMPRESSION_GZIP {
+		return fmt.Errorf("fake collector: batch %d: events %d, compression %v", b.GetSeq(), len(b.GetEvents()), b.GetCompression())
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b.GetCompressedEvents()))
+	if err != nil {
+		return fmt.Errorf("fake collector: gunzip: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return fmt.Errorf("fake collector: gunzip: %w", err)
+	}
+	var list ingestv1.EventList
+	if err := proto.Unmarshal(raw, &list); err != nil {
+		return fmt.Errorf("fake collector: decode EventList: %w", err)
+	}
+	b.Events, b.CompressedEvents = list.Events, nil
+	return nil
 }
 
 // Answer decides the result for one event; nil means accept (or duplicate,

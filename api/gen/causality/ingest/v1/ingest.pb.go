@@ -29,6 +29,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Compression is how Batch.compressed_events is encoded.
+type Compression int32
+
+const (
+	// No compression: the batch carries events.
+	Compression_COMPRESSION_UNSPECIFIED Compression = 0
+	// gzip (RFC 1952).
+	Compression_COMPRESSION_GZIP Compression = 1
+)
+
+// Enum value maps for Compression.
+var (
+	Compression_name = map[int32]string{
+		0: "COMPRESSION_UNSPECIFIED",
+		1: "COMPRESSION_GZIP",
+	}
+	Compression_value = map[string]int32{
+		"COMPRESSION_UNSPECIFIED": 0,
+		"COMPRESSION_GZIP":        1,
+	}
+)
+
+func (x Compression) Enum() *Compression {
+	p := new(Compression)
+	*p = x
+	return p
+}
+
+func (x Compression) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compression) Descriptor() protoreflect.EnumDescriptor {
+	return file_causality_ingest_v1_ingest_proto_enumTypes[0].Descriptor()
+}
+
+func (Compression) Type() protoreflect.EnumType {
+	return &file_causality_ingest_v1_ingest_proto_enumTypes[0]
+}
+
+func (x Compression) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compression.Descriptor instead.
+func (Compression) EnumDescriptor() ([]byte, []int) {
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+}
+
 // EventStatus is the outcome for one event.
 type EventStatus int32
 
@@ -77,11 +126,11 @@ func (x EventStatus) String() string {
 }
 
 func (EventStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_causality_ingest_v1_ingest_proto_enumTypes[0].Descriptor()
+	return file_causality_ingest_v1_ingest_proto_enumTypes[1].Descriptor()
 }
 
 func (EventStatus) Type() protoreflect.EnumType {
-	return &file_causality_ingest_v1_ingest_proto_enumTypes[0]
+	return &file_causality_ingest_v1_ingest_proto_enumTypes[1]
 }
 
 func (x EventStatus) Number() protoreflect.EnumNumber {
@@ -90,7 +139,7 @@ func (x EventStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EventStatus.Descriptor instead.
 func (EventStatus) EnumDescriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{0}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
 }
 
 // InvalidReason says why an event was refused, for metrics and debugging.
@@ -171,11 +220,11 @@ func (x InvalidReason) String() string {
 }
 
 func (InvalidReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_causality_ingest_v1_ingest_proto_enumTypes[1].Descriptor()
+	return file_causality_ingest_v1_ingest_proto_enumTypes[2].Descriptor()
 }
 
 func (InvalidReason) Type() protoreflect.EnumType {
-	return &file_causality_ingest_v1_ingest_proto_enumTypes[1]
+	return &file_causality_ingest_v1_ingest_proto_enumTypes[2]
 }
 
 func (x InvalidReason) Number() protoreflect.EnumNumber {
@@ -184,7 +233,7 @@ func (x InvalidReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use InvalidReason.Descriptor instead.
 func (InvalidReason) EnumDescriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{1}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
 }
 
 // ErrorCode says why the collector is closing the stream.
@@ -255,11 +304,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_causality_ingest_v1_ingest_proto_enumTypes[2].Descriptor()
+	return file_causality_ingest_v1_ingest_proto_enumTypes[3].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_causality_ingest_v1_ingest_proto_enumTypes[2]
+	return &file_causality_ingest_v1_ingest_proto_enumTypes[3]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -268,7 +317,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{2}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{3}
 }
 
 // ClientFrame is everything a client sends on a stream. The first frame of a
@@ -625,7 +674,11 @@ type Welcome struct {
 	// The most events one Batch may carry.
 	MaxBatchEvents uint32 `protobuf:"varint,6,opt,name=max_batch_events,json=maxBatchEvents,proto3" json:"max_batch_events,omitempty"`
 	// Server clock, Unix ms.
-	ServerTimeMs  int64 `protobuf:"varint,7,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	ServerTimeMs int64 `protobuf:"varint,7,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	// The codecs this collector inflates. A client may send
+	// Batch.compressed_events only with a codec listed here; empty (an older
+	// collector) means send events uncompressed.
+	Compressions  []Compression `protobuf:"varint,8,rep,packed,name=compressions,proto3,enum=causality.ingest.v1.Compression" json:"compressions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -709,6 +762,59 @@ func (x *Welcome) GetServerTimeMs() int64 {
 	return 0
 }
 
+func (x *Welcome) GetCompressions() []Compression {
+	if x != nil {
+		return x.Compressions
+	}
+	return nil
+}
+
+// EventList is the payload of Batch.compressed_events before compression:
+// the events of the batch, in order.
+type EventList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*v1.Event            `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventList) Reset() {
+	*x = EventList{}
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventList) ProtoMessage() {}
+
+func (x *EventList) ProtoReflect() protoreflect.Message {
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventList.ProtoReflect.Descriptor instead.
+func (*EventList) Descriptor() ([]byte, []int) {
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EventList) GetEvents() []*v1.Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 // Batch carries events. Each Batch is answered by exactly one Ack with the
 // same seq, with one result per event, in order.
 type Batch struct {
@@ -721,13 +827,24 @@ type Batch struct {
 	SentAtMs int64 `protobuf:"varint,3,opt,name=sent_at_ms,json=sentAtMs,proto3" json:"sent_at_ms,omitempty"`
 	// Events the client's queue dropped (it was full) since its previous batch.
 	DroppedEvents uint64 `protobuf:"varint,4,opt,name=dropped_events,json=droppedEvents,proto3" json:"dropped_events,omitempty"`
+	// An EventList, serialized then compressed with compression, sent instead
+	// of events (never both; a batch with both is a protocol error closing
+	// the stream with ERROR_CODE_MALFORMED_FRAME). Its inflated size may be
+	// at most 8 x Welcome.max_frame_bytes: a larger one is a protocol error
+	// closing the stream with ERROR_CODE_BATCH_TOO_LARGE. The inflated events
+	// count against max_batch_events like events.
+	CompressedEvents []byte `protobuf:"bytes,5,opt,name=compressed_events,json=compressedEvents,proto3" json:"compressed_events,omitempty"`
+	// The codec of compressed_events; it must be one of Welcome.compressions
+	// (an unknown codec is a protocol error closing the stream with
+	// ERROR_CODE_MALFORMED_FRAME). Ignored when compressed_events is empty.
+	Compression   Compression `protobuf:"varint,6,opt,name=compression,proto3,enum=causality.ingest.v1.Compression" json:"compression,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[4]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +856,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[4]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +869,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{4}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Batch) GetSeq() uint64 {
@@ -783,6 +900,20 @@ func (x *Batch) GetDroppedEvents() uint64 {
 	return 0
 }
 
+func (x *Batch) GetCompressedEvents() []byte {
+	if x != nil {
+		return x.CompressedEvents
+	}
+	return nil
+}
+
+func (x *Batch) GetCompression() Compression {
+	if x != nil {
+		return x.Compression
+	}
+	return Compression_COMPRESSION_UNSPECIFIED
+}
+
 // Ack answers a Batch. Only once an event is accepted (or duplicate) may the
 // client forget it: it is then durably in Kafka.
 type Ack struct {
@@ -796,7 +927,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[5]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +939,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[5]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +952,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{5}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -856,7 +987,7 @@ type EventResult struct {
 
 func (x *EventResult) Reset() {
 	*x = EventResult{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +999,7 @@ func (x *EventResult) String() string {
 func (*EventResult) ProtoMessage() {}
 
 func (x *EventResult) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[6]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1012,7 @@ func (x *EventResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventResult.ProtoReflect.Descriptor instead.
 func (*EventResult) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{6}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EventResult) GetStatus() EventStatus {
@@ -929,7 +1060,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1072,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[7]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1085,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{7}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ping) GetClientTimeMs() int64 {
@@ -976,7 +1107,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1119,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[8]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1132,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{8}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pong) GetClientTimeMs() int64 {
@@ -1029,7 +1160,7 @@ type Goodbye struct {
 
 func (x *Goodbye) Reset() {
 	*x = Goodbye{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1172,7 @@ func (x *Goodbye) String() string {
 func (*Goodbye) ProtoMessage() {}
 
 func (x *Goodbye) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[9]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1185,7 @@ func (x *Goodbye) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
 func (*Goodbye) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{9}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Goodbye) GetReason() string {
@@ -1075,7 +1206,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1218,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[10]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1231,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1129,7 +1260,7 @@ type Throttle struct {
 
 func (x *Throttle) Reset() {
 	*x = Throttle{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[11]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1272,7 @@ func (x *Throttle) String() string {
 func (*Throttle) ProtoMessage() {}
 
 func (x *Throttle) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[11]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1285,7 @@ func (x *Throttle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Throttle.ProtoReflect.Descriptor instead.
 func (*Throttle) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{11}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Throttle) GetDelayMs() uint32 {
@@ -1186,7 +1317,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[12]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1329,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[12]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1342,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{12}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Drain) GetReason() string {
@@ -1239,7 +1370,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[13]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1382,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[13]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1395,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{13}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendRequest) GetBatch() *Batch {
@@ -1284,7 +1415,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[14]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1427,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[14]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1440,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{14}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SendResponse) GetAck() *Ack {
@@ -1329,7 +1460,7 @@ type IngestEventRequest struct {
 
 func (x *IngestEventRequest) Reset() {
 	*x = IngestEventRequest{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[15]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1472,7 @@ func (x *IngestEventRequest) String() string {
 func (*IngestEventRequest) ProtoMessage() {}
 
 func (x *IngestEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[15]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1485,7 @@ func (x *IngestEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestEventRequest.ProtoReflect.Descriptor instead.
 func (*IngestEventRequest) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{15}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *IngestEventRequest) GetEvent() *v1.Event {
@@ -1378,7 +1509,7 @@ type IngestEventResponse struct {
 
 func (x *IngestEventResponse) Reset() {
 	*x = IngestEventResponse{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[16]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1521,7 @@ func (x *IngestEventResponse) String() string {
 func (*IngestEventResponse) ProtoMessage() {}
 
 func (x *IngestEventResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[16]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1534,7 @@ func (x *IngestEventResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestEventResponse.ProtoReflect.Descriptor instead.
 func (*IngestEventResponse) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{16}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IngestEventResponse) GetEventId() string {
@@ -1437,7 +1568,7 @@ type BatchIngestRequest struct {
 
 func (x *BatchIngestRequest) Reset() {
 	*x = BatchIngestRequest{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[17]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1580,7 @@ func (x *BatchIngestRequest) String() string {
 func (*BatchIngestRequest) ProtoMessage() {}
 
 func (x *BatchIngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[17]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1593,7 @@ func (x *BatchIngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchIngestRequest.ProtoReflect.Descriptor instead.
 func (*BatchIngestRequest) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{17}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BatchIngestRequest) GetEvents() []*v1.Event {
@@ -1486,7 +1617,7 @@ type BatchIngestResponse struct {
 
 func (x *BatchIngestResponse) Reset() {
 	*x = BatchIngestResponse{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[18]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1629,7 @@ func (x *BatchIngestResponse) String() string {
 func (*BatchIngestResponse) ProtoMessage() {}
 
 func (x *BatchIngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[18]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1642,7 @@ func (x *BatchIngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchIngestResponse.ProtoReflect.Descriptor instead.
 func (*BatchIngestResponse) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{18}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BatchIngestResponse) GetAcceptedCount() int32 {
@@ -1552,7 +1683,7 @@ type BatchEventResult struct {
 
 func (x *BatchEventResult) Reset() {
 	*x = BatchEventResult{}
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[19]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1695,7 @@ func (x *BatchEventResult) String() string {
 func (*BatchEventResult) ProtoMessage() {}
 
 func (x *BatchEventResult) ProtoReflect() protoreflect.Message {
-	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[19]
+	mi := &file_causality_ingest_v1_ingest_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1708,7 @@ func (x *BatchEventResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchEventResult.ProtoReflect.Descriptor instead.
 func (*BatchEventResult) Descriptor() ([]byte, []int) {
-	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{19}
+	return file_causality_ingest_v1_ingest_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchEventResult) GetIndex() int32 {
@@ -1646,7 +1777,7 @@ const file_causality_ingest_v1_ingest_proto_rawDesc = "" +
 	"\bsdk_name\x18\x02 \x01(\tR\asdkName\x12\x1f\n" +
 	"\vsdk_version\x18\x03 \x01(\tR\n" +
 	"sdkVersion\x12$\n" +
-	"\x0eclient_time_ms\x18\x04 \x01(\x03R\fclientTimeMs\"\x8b\x02\n" +
+	"\x0eclient_time_ms\x18\x04 \x01(\x03R\fclientTimeMs\"\xd1\x02\n" +
 	"\aWelcome\x12#\n" +
 	"\rconnection_id\x18\x01 \x01(\tR\fconnectionId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12&\n" +
@@ -1654,13 +1785,18 @@ const file_causality_ingest_v1_ingest_proto_rawDesc = "" +
 	"\acredits\x18\x04 \x01(\rR\acredits\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x05 \x01(\rR\x13heartbeatIntervalMs\x12(\n" +
 	"\x10max_batch_events\x18\x06 \x01(\rR\x0emaxBatchEvents\x12$\n" +
-	"\x0eserver_time_ms\x18\a \x01(\x03R\fserverTimeMs\"\x91\x01\n" +
+	"\x0eserver_time_ms\x18\a \x01(\x03R\fserverTimeMs\x12D\n" +
+	"\fcompressions\x18\b \x03(\x0e2 .causality.ingest.v1.CompressionR\fcompressions\">\n" +
+	"\tEventList\x121\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.causality.event.v1.EventR\x06events\"\x82\x02\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x121\n" +
 	"\x06events\x18\x02 \x03(\v2\x19.causality.event.v1.EventR\x06events\x12\x1c\n" +
 	"\n" +
 	"sent_at_ms\x18\x03 \x01(\x03R\bsentAtMs\x12%\n" +
-	"\x0edropped_events\x18\x04 \x01(\x04R\rdroppedEvents\"S\n" +
+	"\x0edropped_events\x18\x04 \x01(\x04R\rdroppedEvents\x12+\n" +
+	"\x11compressed_events\x18\x05 \x01(\fR\x10compressedEvents\x12B\n" +
+	"\vcompression\x18\x06 \x01(\x0e2 .causality.ingest.v1.CompressionR\vcompression\"S\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12:\n" +
 	"\aresults\x18\x02 \x03(\v2 .causality.ingest.v1.EventResultR\aresults\"\xdc\x01\n" +
@@ -1708,7 +1844,10 @@ const file_causality_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12$\n" +
-	"\x0eretry_after_ms\x18\x06 \x01(\rR\fretryAfterMs*\xb3\x01\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\rR\fretryAfterMs*@\n" +
+	"\vCompression\x12\x1b\n" +
+	"\x17COMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10COMPRESSION_GZIP\x10\x01*\xb3\x01\n" +
 	"\vEventStatus\x12\x1c\n" +
 	"\x18EVENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_STATUS_ACCEPTED\x10\x01\x12\x1a\n" +
@@ -1759,60 +1898,65 @@ func file_causality_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_causality_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_causality_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_causality_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_causality_ingest_v1_ingest_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_causality_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_causality_ingest_v1_ingest_proto_goTypes = []any{
-	(EventStatus)(0),            // 0: causality.ingest.v1.EventStatus
-	(InvalidReason)(0),          // 1: causality.ingest.v1.InvalidReason
-	(ErrorCode)(0),              // 2: causality.ingest.v1.ErrorCode
-	(*ClientFrame)(nil),         // 3: causality.ingest.v1.ClientFrame
-	(*ServerFrame)(nil),         // 4: causality.ingest.v1.ServerFrame
-	(*Hello)(nil),               // 5: causality.ingest.v1.Hello
-	(*Welcome)(nil),             // 6: causality.ingest.v1.Welcome
-	(*Batch)(nil),               // 7: causality.ingest.v1.Batch
-	(*Ack)(nil),                 // 8: causality.ingest.v1.Ack
-	(*EventResult)(nil),         // 9: causality.ingest.v1.EventResult
-	(*Ping)(nil),                // 10: causality.ingest.v1.Ping
-	(*Pong)(nil),                // 11: causality.ingest.v1.Pong
-	(*Goodbye)(nil),             // 12: causality.ingest.v1.Goodbye
-	(*Error)(nil),               // 13: causality.ingest.v1.Error
-	(*Throttle)(nil),            // 14: causality.ingest.v1.Throttle
-	(*Drain)(nil),               // 15: causality.ingest.v1.Drain
-	(*SendRequest)(nil),         // 16: causality.ingest.v1.SendRequest
-	(*SendResponse)(nil),        // 17: causality.ingest.v1.SendResponse
-	(*IngestEventRequest)(nil),  // 18: causality.ingest.v1.IngestEventRequest
-	(*IngestEventResponse)(nil), // 19: causality.ingest.v1.IngestEventResponse
-	(*BatchIngestRequest)(nil),  // 20: causality.ingest.v1.BatchIngestRequest
-	(*BatchIngestResponse)(nil), // 21: causality.ingest.v1.BatchIngestResponse
-	(*BatchEventResult)(nil),    // 22: causality.ingest.v1.BatchEventResult
-	(*v1.Event)(nil),            // 23: causality.event.v1.Event
+	(Compression)(0),            // 0: causality.ingest.v1.Compression
+	(EventStatus)(0),            // 1: causality.ingest.v1.EventStatus
+	(InvalidReason)(0),          // 2: causality.ingest.v1.InvalidReason
+	(ErrorCode)(0),              // 3: causality.ingest.v1.ErrorCode
+	(*ClientFrame)(nil),         // 4: causality.ingest.v1.ClientFrame
+	(*ServerFrame)(nil),         // 5: causality.ingest.v1.ServerFrame
+	(*Hello)(nil),               // 6: causality.ingest.v1.Hello
+	(*Welcome)(nil),             // 7: causality.ingest.v1.Welcome
+	(*EventList)(nil),           // 8: causality.ingest.v1.EventList
+	(*Batch)(nil),               // 9: causality.ingest.v1.Batch
+	(*Ack)(nil),                 // 10: causality.ingest.v1.Ack
+	(*EventResult)(nil),         // 11: causality.ingest.v1.EventResult
+	(*Ping)(nil),                // 12: causality.ingest.v1.Ping
+	(*Pong)(nil),                // 13: causality.ingest.v1.Pong
+	(*Goodbye)(nil),             // 14: causality.ingest.v1.Goodbye
+	(*Error)(nil),               // 15: causality.ingest.v1.Error
+	(*Throttle)(nil),            // 16: causality.ingest.v1.Throttle
+	(*Drain)(nil),               // 17: causality.ingest.v1.Drain
+	(*SendRequest)(nil),         // 18: causality.ingest.v1.SendRequest
+	(*SendResponse)(nil),        // 19: causality.ingest.v1.SendResponse
+	(*IngestEventRequest)(nil),  // 20: causality.ingest.v1.IngestEventRequest
+	(*IngestEventResponse)(nil), // 21: causality.ingest.v1.IngestEventResponse
+	(*BatchIngestRequest)(nil),  // 22: causality.ingest.v1.BatchIngestRequest
+	(*BatchIngestResponse)(nil), // 23: causality.ingest.v1.BatchIngestResponse
+	(*BatchEventResult)(nil),    // 24: causality.ingest.v1.BatchEventResult
+	(*v1.Event)(nil),            // 25: causality.event.v1.Event
 }
 var file_causality_ingest_v1_ingest_proto_depIdxs = []int32{
-	5,  // 0: causality.ingest.v1.ClientFrame.hello:type_name -> causality.ingest.v1.Hello
-	7,  // 1: causality.ingest.v1.ClientFrame.batch:type_name -> causality.ingest.v1.Batch
-	10, // 2: causality.ingest.v1.ClientFrame.ping:type_name -> causality.ingest.v1.Ping
-	12, // 3: causality.ingest.v1.ClientFrame.goodbye:type_name -> causality.ingest.v1.Goodbye
-	6,  // 4: causality.ingest.v1.ServerFrame.welcome:type_name -> causality.ingest.v1.Welcome
-	8,  // 5: causality.ingest.v1.ServerFrame.ack:type_name -> causality.ingest.v1.Ack
-	11, // 6: causality.ingest.v1.ServerFrame.pong:type_name -> causality.ingest.v1.Pong
-	13, // 7: causality.ingest.v1.ServerFrame.error:type_name -> causality.ingest.v1.Error
-	14, // 8: causality.ingest.v1.ServerFrame.throttle:type_name -> causality.ingest.v1.Throttle
-	15, // 9: causality.ingest.v1.ServerFrame.drain:type_name -> causality.ingest.v1.Drain
-	23, // 10: causality.ingest.v1.Batch.events:type_name -> causality.event.v1.Event
-	9,  // 11: causality.ingest.v1.Ack.results:type_name -> causality.ingest.v1.EventResult
-	0,  // 12: causality.ingest.v1.EventResult.status:type_name -> causality.ingest.v1.EventStatus
-	1,  // 13: causality.ingest.v1.EventResult.reason:type_name -> causality.ingest.v1.InvalidReason
-	2,  // 14: causality.ingest.v1.Error.code:type_name -> causality.ingest.v1.ErrorCode
-	7,  // 15: causality.ingest.v1.SendRequest.batch:type_name -> causality.ingest.v1.Batch
-	8,  // 16: causality.ingest.v1.SendResponse.ack:type_name -> causality.ingest.v1.Ack
-	23, // 17: causality.ingest.v1.IngestEventRequest.event:type_name -> causality.event.v1.Event
-	23, // 18: causality.ingest.v1.BatchIngestRequest.events:type_name -> causality.event.v1.Event
-	22, // 19: causality.ingest.v1.BatchIngestResponse.results:type_name -> causality.ingest.v1.BatchEventResult
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	6,  // 0: causality.ingest.v1.ClientFrame.hello:type_name -> causality.ingest.v1.Hello
+	9,  // 1: causality.ingest.v1.ClientFrame.batch:type_name -> causality.ingest.v1.Batch
+	12, // 2: causality.ingest.v1.ClientFrame.ping:type_name -> causality.ingest.v1.Ping
+	14, // 3: causality.ingest.v1.ClientFrame.goodbye:type_name -> causality.ingest.v1.Goodbye
+	7,  // 4: causality.ingest.v1.ServerFrame.welcome:type_name -> causality.ingest.v1.Welcome
+	10, // 5: causality.ingest.v1.ServerFrame.ack:type_name -> causality.ingest.v1.Ack
+	13, // 6: causality.ingest.v1.ServerFrame.pong:type_name -> causality.ingest.v1.Pong
+	15, // 7: causality.ingest.v1.ServerFrame.error:type_name -> causality.ingest.v1.Error
+	16, // 8: causality.ingest.v1.ServerFrame.throttle:type_name -> causality.ingest.v1.Throttle
+	17, // 9: causality.ingest.v1.ServerFrame.drain:type_name -> causality.ingest.v1.Drain
+	0,  // 10: causality.ingest.v1.Welcome.compressions:type_name -> causality.ingest.v1.Compression
+	25, // 11: causality.ingest.v1.EventList.events:type_name -> causality.event.v1.Event
+	25, // 12: causality.ingest.v1.Batch.events:type_name -> causality.event.v1.Event
+	0,  // 13: causality.ingest.v1.Batch.compression:type_name -> causality.ingest.v1.Compression
+	11, // 14: causality.ingest.v1.Ack.results:type_name -> causality.ingest.v1.EventResult
+	1,  // 15: causality.ingest.v1.EventResult.status:type_name -> causality.ingest.v1.EventStatus
+	2,  // 16: causality.ingest.v1.EventResult.reason:type_name -> causality.ingest.v1.InvalidReason
+	3,  // 17: causality.ingest.v1.Error.code:type_name -> causality.ingest.v1.ErrorCode
+	9,  // 18: causality.ingest.v1.SendRequest.batch:type_name -> causality.ingest.v1.Batch
+	10, // 19: causality.ingest.v1.SendResponse.ack:type_name -> causality.ingest.v1.Ack
+	25, // 20: causality.ingest.v1.IngestEventRequest.event:type_name -> causality.event.v1.Event
+	25, // 21: causality.ingest.v1.BatchIngestRequest.events:type_name -> causality.event.v1.Event
+	24, // 22: causality.ingest.v1.BatchIngestResponse.results:type_name -> causality.ingest.v1.BatchEventResult
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_causality_ingest_v1_ingest_proto_init() }
@@ -1839,8 +1983,8 @@ func file_causality_ingest_v1_ingest_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_causality_ingest_v1_ingest_proto_rawDesc), len(file_causality_ingest_v1_ingest_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   20,
+			NumEnums:      4,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
