@@ -146,7 +146,7 @@ func serveSink(ctx context.Context, cfg sinkConfig, logger *slog.Logger, reg pro
 	}
 	logger.Info("sink started", "topic", cfg.Kafka.Topic, "group", cfg.Group, "clickhouse", cfg.Warehouse.Addr, "database", cfg.Warehouse.Database)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return consumer.Run(gctx, handler.Handle) })
+	g.Go(func() error { return consumer.RunStaged(gctx, handler.Prepare) })
 	g.Go(func() error {
 		sink.WatchLag(gctx, func(ctx context.Context) (map[int]int64, error) {
 			return kafka.GroupLag(ctx, cfg.Kafka, cfg.Group, cfg.Kafka.Topic)

@@ -88,6 +88,9 @@ func (g *grpcService) Send(ctx context.Context, req *ingestv1.SendRequest) (*ing
 	if b == nil {
 		return nil, status.Error(codes.InvalidArgument, "batch is required")
 	}
+	if err := inflateBatch(b, 8*g.srv.cfg.MaxFrameBytes); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
 	if n := len(b.GetEvents()); n > g.srv.cfg.MaxBatchEvents {
 		return nil, status.Errorf(codes.InvalidArgument, "batch has %d events, limit %d", n, g.srv.cfg.MaxBatchEvents)
 	}

@@ -37,8 +37,16 @@ const (
 	byHelloTimeout disconnect = "hello_timeout"
 )
 
+// encodedReceiver is a stream that can also return, for a batch frame, the
+// protobuf encoding of each of its events as received (nil when it cannot),
+// so that they need not be marshalled again for Kafka.
+type encodedReceiver interface {
+	RecvEncoded() (*ingestv1.ClientFrame, [][]byte, error)
+}
+
 type recv struct {
 	f   *ingestv1.ClientFrame
+	raw [][]byte // the events' encodings, from an encodedReceiver
 	err error
 }
 
@@ -67,14 +75,20 @@ func (s *session) run(ctx context.Context) disconnect {
 	// The reader gets the channel as an argument: the loop below sets its
 	// own frames to nil to stop receiving, which must not race with it.
 	go func(out chan<- recv) {
+		er, _ := s.st.(encodedReceiver)
 		for {
-			f, err := s.st.Recv()
+			var r recv
+			if er != nil {
+				r.f, r.raw, r.err = er.RecvEncoded()
+			} else {
+				r.f, r.err = s.st.Recv()
+			}
 			select {
-			case out <- recv{f, err}:
+			case out <- r:
 			case <-done:
 				return
 			}
-			if err != nil {
+			if r.err != nil {
 				return
 			}
 		}
@@ -119,6 +133,7 @@ func (s *session) run(ctx context.Context) disconnect {
 		Credits:             uint32(cfg.Credits),
 		HeartbeatIntervalMs: uint32(cfg.Heartbeat.Milliseconds()),
 		MaxBatchEvents:      uint32(cfg.MaxBatchEvents),
+		Compressions:        supportedCompressions,
 		ServerTimeMs:        s.srv.pipe.now().UnixMilli(),
 	}}}); err != nil {
 		return bySendFailed
@@ -174,6 +189,19 @@ func (s *session) run(ctx context.Context) disconnect {
 				closing = byGoodbye
 			case *ingestv1.ClientFrame_Batch:
 				b := f.Batch
+				raw := r.raw
+				if len(b.GetCompressedEvents()) > 0 {
+					raw = nil // the frame holds no event encodings to reuse
+					if err := inflateBatch(b, 8*cfg.MaxFrameBytes); err != nil {
+						s.waitAcks(&wg, acks, inflight, true)
+						code := ingestv1.ErrorCode_ERROR_CODE_MALFORMED_FRAME
+						if errors.Is(err, ErrInflatedTooLarge) {
+							code = ingestv1.ErrorCode_ERROR_CODE_BATCH_TOO_LARGE
+						}
+						s.fail(code, err.Error())
+						return byProtocol
+					}
+				}
 				switch {
 				case len(inflight) >= cfg.Credits:
 					s.waitAcks(&wg, acks, inflight, true)
@@ -192,7 +220,7 @@ func (s *session) run(ctx context.Context) disconnect {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					acks <- s.srv.pipe.ingest(pubCtx, s.transport, app, b)
+					acks <- s.srv.pipe.ingestEncoded(pubCtx, s.transport, app, b, raw)
 				}()
 			}
 		case a := <-acks:

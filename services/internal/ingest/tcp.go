@@ -63,18 +63,30 @@ type tcpStream struct {
 }
 
 func (t *tcpStream) Recv() (*ingestv1.ClientFrame, error) {
+	f, _, err := t.RecvEncoded()
+	return f, err
+}
+
+// RecvEncoded is Recv that also returns the encoding of each event of a
+// batch frame. They alias the frame's buffer, which is then not reused.
+func (t *tcpStream) RecvEncoded() (*ingestv1.ClientFrame, [][]byte, error) {
 	_ = t.conn.SetReadDeadline(time.Now().Add(t.idle))
 	b, err := ReadFrame(t.r, t.max, t.buf)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, errIdle
+			return nil, nil, errIdle
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	if cap(b) <= 64<<10 {
-		t.buf = b // keep small buffers; let large ones go
+	t.buf = nil
+	f, raw, err := decodeFrame(b)
+	if err != nil {
+		return nil, nil, err
 	}
-	return decodeClientFrame(b)
+	if f.GetBatch() == nil && cap(b) <= 64<<10 {
+		t.buf = b // keep small buffers nothing decoded aliases; let large ones go
+	}
+	return f, raw, nil
 }
 
 func (t *tcpStream) Send(f *ingestv1.ServerFrame) error {

@@ -3,6 +3,8 @@ package ingest
 import (
 	"fmt"
 	"math"
+	"reflect"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -81,6 +83,12 @@ func EventTime(e *eventv1.Event) int64 {
 // validate checks one event for app, whose received_at_ms is already set.
 // It returns nil when the event may be published.
 func (l Limits) validate(e *eventv1.Event, app string) *invalid {
+	return l.check(e, app, -1)
+}
+
+// check is validate for an event whose serialized size (after stamping) is
+// size, or unknown when size < 0.
+func (l Limits) check(e *eventv1.Event, app string, size int) *invalid {
 	switch {
 	case e.GetEventId() == "":
 		return &invalid{ingestv1.InvalidReason_INVALID_REASON_MISSING_EVENT_ID, "event_id is required"}
@@ -102,10 +110,13 @@ func (l Limits) validate(e *eventv1.Event, app string) *invalid {
 		}
 		return &invalid{ingestv1.InvalidReason_INVALID_REASON_MISSING_PAYLOAD, "exactly one payload is required"}
 	}
-	if n := proto.Size(e); n > l.MaxEventBytes {
-		return &invalid{ingestv1.InvalidReason_INVALID_REASON_EVENT_TOO_LARGE, fmt.Sprintf("event is %d bytes, limit %d", n, l.MaxEventBytes)}
+	if size < 0 {
+		size = proto.Size(e)
 	}
-	if bad := l.walk(e.ProtoReflect()); bad != nil {
+	if size > l.MaxEventBytes {
+		return &invalid{ingestv1.InvalidReason_INVALID_REASON_EVENT_TOO_LARGE, fmt.Sprintf("event is %d bytes, limit %d", size, l.MaxEventBytes)}
+	}
+	if bad := l.walkEvent(e); bad != nil {
 		return bad
 	}
 	now := e.GetReceivedAtMs()
@@ -119,55 +130,188 @@ func (l Limits) validate(e *eventv1.Event, app string) *invalid {
 	return nil
 }
 
-// walk checks string lengths, map and list sizes and required payload fields.
-func (l Limits) walk(m protoreflect.Message) *invalid {
-	if f, ok := required[m.Descriptor().FullName()]; ok {
-		if m.Get(m.Descriptor().Fields().ByName(f)).String() == "" {
-			return &invalid{ingestv1.InvalidReason_INVALID_REASON_MISSING_REQUIRED_FIELD, fmt.Sprintf("%s.%s is required", m.Descriptor().Name(), f)}
+// walkEvent applies the size rules to the event and every nested message,
+// in field-number order. The envelope, on every event, is read directly;
+// the payload is walked by reflection. TestValidateEveryField proves that
+// the direct part covers every field of Event and DeviceContext.
+func (l Limits) walkEvent(e *eventv1.Event) *invalid {
+	dc := e.GetDeviceContext()
+	strs := [...]struct{ name, v string }{
+		{"event_id", e.GetEventId()}, {"app_id", e.GetAppId()}, {"device_id", e.GetDeviceId()},
+		{"install_id", e.GetInstallId()}, {"session_id", e.GetSessionId()}, {"user_id", e.GetUserId()},
+		{"correlation_id", e.GetCorrelationId()}, {"idempotency_key", e.GetIdempotencyKey()},
+		// device_context (13)
+		{"os_version", dc.GetOsVersion()}, {"app_version", dc.GetAppVersion()}, {"build_number", dc.GetBuildNumber()},
+		{"device_model", dc.GetDeviceModel()}, {"manufacturer", dc.GetManufacturer()}, {"locale", dc.GetLocale()},
+		{"timezone", dc.GetTimezone()}, {"carrier", dc.GetCarrier()}, {"sdk_version", dc.GetSdkVersion()},
+	}
+	for _, s := range strs {
+		if len(s.v) > l.MaxString {
+			return &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("%s is %d bytes, limit %d", s.name, len(s.v), l.MaxString)}
 		}
 	}
-	var bad *invalid
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	if props := e.GetProperties(); len(props) > 0 {
+		if len(props) > l.MaxProperties {
+			return &invalid{ingestv1.InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES, fmt.Sprintf("properties has %d entries, limit %d", len(props), l.MaxProperties)}
+		}
+		for k, v := range props {
+			if len(k) > 128 {
+				return &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, "a key of properties is longer than 128 bytes"}
+			}
+			if len(v) > l.MaxString {
+				return &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("properties[%.32q] is longer than %d bytes", k, l.MaxString)}
+			}
+		}
+	}
+	if p := payloadMessage(e); p != nil {
+		return l.walk(p)
+	}
+	return nil
+}
+
+// payloadOneof is Event's payload oneof.
+var payloadOneof = (&eventv1.Event{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
+
+// payloadTypes holds the Go type of each payload oneof wrapper
+// (*eventv1.Event_ScreenView, ...): reading the wrapper's one field is
+// several times faster than WhichOneof.
+var payloadTypes = func() map[reflect.Type]bool {
+	out := map[reflect.Type]bool{}
+	for i := range payloadOneof.Fields().Len() {
+		fd := payloadOneof.Fields().Get(i)
+		e := &eventv1.Event{}
+		m := e.ProtoReflect()
+		m.Set(fd, protoreflect.ValueOfMessage(m.NewField(fd).Message()))
+		out[reflect.TypeOf(e.GetPayload())] = true
+	}
+	return out
+}()
+
+// payloadMessage is the event's payload message, nil when it has none.
+func payloadMessage(e *eventv1.Event) protoreflect.Message {
+	p := e.GetPayload()
+	if p == nil {
+		return nil
+	}
+	if payloadTypes[reflect.TypeOf(p)] {
+		if v := reflect.ValueOf(p).Elem().Field(0); !v.IsNil() {
+			return v.Interface().(proto.Message).ProtoReflect()
+		}
+	}
+	m := e.ProtoReflect()
+	if fd := m.WhichOneof(payloadOneof); fd != nil {
+		return m.Get(fd).Message()
+	}
+	return nil
+}
+
+// plan is what walk checks in one message type: its required field, and
+// its string, map, list and message fields in field-number order.
+type plan struct {
+	required protoreflect.FieldDescriptor
+	fields   []planField
+}
+
+type planField struct {
+	fd   protoreflect.FieldDescriptor
+	long bool // a string that may use MaxLongString
+}
+
+// plans holds the plan of every message of the event package, built once.
+var plans = func() map[protoreflect.FullName]*plan {
+	out := map[protoreflect.FullName]*plan{}
+	msgs := eventv1.File_causality_event_v1_event_proto.Messages()
+	for i := range msgs.Len() {
+		out[msgs.Get(i).FullName()] = newPlan(msgs.Get(i))
+	}
+	return out
+}()
+
+func newPlan(md protoreflect.MessageDescriptor) *plan {
+	p := &plan{}
+	if f, ok := required[md.FullName()]; ok {
+		p.required = md.Fields().ByName(f)
+	}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.MessageKind || fd.IsMap() || fd.IsList() {
+			p.fields = append(p.fields, planField{fd: fd, long: longStrings[fd.Name()]})
+		}
+	}
+	sort.Slice(p.fields, func(i, j int) bool { return p.fields[i].fd.Number() < p.fields[j].fd.Number() })
+	return p
+}
+
+// walk checks string lengths, map and list sizes and required payload
+// fields of m and the messages nested in it, in field-number order.
+func (l Limits) walk(m protoreflect.Message) *invalid {
+	md := m.Descriptor()
+	p, ok := plans[md.FullName()]
+	if !ok {
+		p = newPlan(md)
+	}
+	if p.required != nil && m.Get(p.required).String() == "" {
+		return &invalid{ingestv1.InvalidReason_INVALID_REASON_MISSING_REQUIRED_FIELD, fmt.Sprintf("%s.%s is required", md.Name(), p.required.Name())}
+	}
+	for _, f := range p.fields {
+		fd := f.fd
+		if !m.Has(fd) {
+			continue
+		}
+		v := m.Get(fd)
+		var bad *invalid
 		switch {
 		case fd.IsMap():
-			mp := v.Map()
-			if mp.Len() > l.MaxProperties {
-				bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES, fmt.Sprintf("%s has %d entries, limit %d", fd.Name(), mp.Len(), l.MaxProperties)}
-				return false
-			}
-			mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				if len(k.String()) > 128 {
-					bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("a key of %s is longer than 128 bytes", fd.Name())}
-				} else if fd.MapValue().Kind() == protoreflect.StringKind && len(mv.String()) > l.MaxString {
-					bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("%s[%.32q] is longer than %d bytes", fd.Name(), k.String(), l.MaxString)}
-				}
-				return bad == nil
-			})
+			bad = l.walkMap(fd, v.Map())
 		case fd.IsList():
-			list := v.List()
-			if list.Len() > l.MaxRepeated {
-				bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES, fmt.Sprintf("%s has %d entries, limit %d", fd.Name(), list.Len(), l.MaxRepeated)}
-				return false
-			}
-			for i := 0; i < list.Len() && bad == nil; i++ {
-				if fd.Kind() == protoreflect.MessageKind {
-					bad = l.walk(list.Get(i).Message())
-				} else if fd.Kind() == protoreflect.StringKind && len(list.Get(i).String()) > l.MaxString {
-					bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("an entry of %s is longer than %d bytes", fd.Name(), l.MaxString)}
-				}
-			}
+			bad = l.walkList(fd, v.List())
 		case fd.Kind() == protoreflect.MessageKind:
 			bad = l.walk(v.Message())
-		case fd.Kind() == protoreflect.StringKind:
+		default: // a string
 			max := l.MaxString
-			if longStrings[fd.Name()] {
+			if f.long {
 				max = l.MaxLongString
 			}
 			if len(v.String()) > max {
 				bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("%s is %d bytes, limit %d", fd.Name(), len(v.String()), max)}
 			}
 		}
+		if bad != nil {
+			return bad
+		}
+	}
+	return nil
+}
+
+func (l Limits) walkMap(fd protoreflect.FieldDescriptor, mp protoreflect.Map) *invalid {
+	if mp.Len() > l.MaxProperties {
+		return &invalid{ingestv1.InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES, fmt.Sprintf("%s has %d entries, limit %d", fd.Name(), mp.Len(), l.MaxProperties)}
+	}
+	var bad *invalid
+	mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+		if len(k.String()) > 128 {
+			bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("a key of %s is longer than 128 bytes", fd.Name())}
+		} else if fd.MapValue().Kind() == protoreflect.StringKind && len(mv.String()) > l.MaxString {
+			bad = &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("%s[%.32q] is longer than %d bytes", fd.Name(), k.String(), l.MaxString)}
+		}
 		return bad == nil
 	})
 	return bad
+}
+
+func (l Limits) walkList(fd protoreflect.FieldDescriptor, list protoreflect.List) *invalid {
+	if list.Len() > l.MaxRepeated {
+		return &invalid{ingestv1.InvalidReason_INVALID_REASON_TOO_MANY_PROPERTIES, fmt.Sprintf("%s has %d entries, limit %d", fd.Name(), list.Len(), l.MaxRepeated)}
+	}
+	for i := range list.Len() {
+		if fd.Kind() == protoreflect.MessageKind {
+			if bad := l.walk(list.Get(i).Message()); bad != nil {
+				return bad
+			}
+		} else if fd.Kind() == protoreflect.StringKind && len(list.Get(i).String()) > l.MaxString {
+			return &invalid{ingestv1.InvalidReason_INVALID_REASON_FIELD_TOO_LONG, fmt.Sprintf("an entry of %s is longer than %d bytes", fd.Name(), l.MaxString)}
+		}
+	}
+	return nil
 }

@@ -85,64 +85,132 @@ func NewConsumer(cfg Config, cc ConsumerConfig, logger *slog.Logger) (*Consumer,
 
 // Run fetches batches and hands them to handle until ctx ends. A failed
 // handler is retried with exponential backoff (never skipped); offsets are
-// committed after it succeeds. Run returns nil when ctx ends.
+// committed after it succeeds. The next batch is fetched while handle
+// runs. Run returns nil when ctx ends.
 func (c *Consumer) Run(ctx context.Context, handle Handler) error {
-	defer c.reader.Close()
-	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
-	msgs := make([]Message, 0, c.cfg.MaxBatch)
-	for ctx.Err() == nil {
-		batch, msgs = batch[:0], msgs[:0]
-		var deadline time.Time
-		for len(batch) < c.cfg.MaxBatch {
-			fctx, cancel := ctx, context.CancelFunc(func() {})
-			if !deadline.IsZero() {
-				fctx, cancel = context.WithDeadline(ctx, deadline)
+	return c.RunStaged(ctx, func(_ context.Context, msgs []Message) func(context.Context) error {
+		return func(ctx context.Context) error { return handle(ctx, msgs) }
+	})
+}
+
+// Stage is a handler in two steps. It does the work of a batch that needs
+// no outside system (decoding, building rows) and returns store, which
+// writes the result out. store may be called again after it failed; msgs
+// stay valid until it has succeeded.
+type Stage func(ctx context.Context, msgs []Message) (store func(ctx context.Context) error)
+
+// RunStaged is Run for a handler in two steps: batch N+1 is fetched and
+// prepared while batch N is stored. Batches are stored in order, each
+// store is retried until it succeeds, and a batch's offsets are committed
+// only after its store succeeded and the batches before it were
+// committed. At most two batches are held: the one being stored and the
+// one waiting for it. RunStaged returns nil when ctx ends.
+func (c *Consumer) RunStaged(ctx context.Context, prepare Stage) error {
+	type ready struct {
+		buf   *fetched
+		store func(context.Context) error
+	}
+	free := make(chan *fetched, 2)
+	for range 2 {
+		free <- &fetched{batch: make([]kafka.Message, 0, c.cfg.MaxBatch), msgs: make([]Message, 0, c.cfg.MaxBatch)}
+	}
+	out := make(chan ready)
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	defer func() {
+		cancel()
+		<-done
+		c.reader.Close()
+	}()
+	go func() {
+		defer close(done)
+		for {
+			var buf *fetched
+			select {
+			case buf = <-free:
+			case <-fctx.Done():
+				return
 			}
-			m, err := c.reader.FetchMessage(fctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				if errors.Is(err, context.DeadlineExceeded) {
-					break // batch is old enough
-				}
-				c.logger.Warn("kafka fetch", "topic", c.cfg.Topic, "err", err)
-				if !sleep(ctx, time.Second) {
-					return nil
+			if !c.fetch(fctx, buf) {
+				return
+			}
+			store := prepare(fctx, buf.msgs)
+			select {
+			case out <- ready{buf, store}:
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		var r ready
+		select {
+		case r = <-out:
+		case <-ctx.Done():
+			return nil
+		}
+		if err := c.store(ctx, r.store, len(r.buf.msgs)); err != nil {
+			return nil // ctx ended while retrying; offsets stay uncommitted
+		}
+		if err := c.commit(ctx, r.buf.batch); err != nil && ctx.Err() != nil {
+			return nil
+		}
+		free <- r.buf
+	}
+}
+
+// fetched is one batch: kafka-go's messages, for the commit, and ours.
+type fetched struct {
+	batch []kafka.Message
+	msgs  []Message
+}
+
+// fetch fills buf with the next batch: up to MaxBatch messages, ending
+// MaxWait after the first. It returns false when ctx ends.
+func (c *Consumer) fetch(ctx context.Context, buf *fetched) bool {
+	buf.batch, buf.msgs = buf.batch[:0], buf.msgs[:0]
+	fctx := ctx // until the first message; then bounded by the batch's age
+	for len(buf.batch) < c.cfg.MaxBatch {
+		m, err := c.reader.FetchMessage(fctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				if len(buf.batch) > 0 {
+					return true // the batch is old enough
 				}
 				continue
 			}
-			if len(batch) == 0 {
-				deadline = time.Now().Add(c.cfg.MaxWait)
+			c.logger.Warn("kafka fetch", "topic", c.cfg.Topic, "err", err)
+			if !sleep(ctx, time.Second) {
+				return false
 			}
-			batch = append(batch, m)
-			msgs = append(msgs, Message{
-				Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-				Key: m.Key, Value: m.Value, Time: m.Time, AppID: header(m.Headers, HeaderAppID), Headers: headers(m.Headers),
-			})
-		}
-		if len(batch) == 0 {
 			continue
 		}
-		if err := c.handle(ctx, handle, msgs); err != nil {
-			return nil // ctx ended while retrying; offsets stay uncommitted
+		if len(buf.batch) == 0 {
+			var cancel context.CancelFunc
+			fctx, cancel = context.WithDeadline(ctx, time.Now().Add(c.cfg.MaxWait))
+			defer cancel()
 		}
-		if err := c.commit(ctx, batch); err != nil && ctx.Err() != nil {
-			return nil
-		}
+		buf.batch = append(buf.batch, m)
+		buf.msgs = append(buf.msgs, Message{
+			Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+			Key: m.Key, Value: m.Value, Time: m.Time, AppID: header(m.Headers, HeaderAppID), Headers: headers(m.Headers),
+		})
 	}
-	return nil
+	return true
 }
 
-func (c *Consumer) handle(ctx context.Context, handle Handler, msgs []Message) error {
+// store calls store until it succeeds or ctx ends.
+func (c *Consumer) store(ctx context.Context, store func(context.Context) error, n int) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := handle(ctx, msgs)
+		err := store(ctx)
 		if err == nil {
 			return nil
 		}
-		c.logger.Warn("handler failed, retrying the same batch", "topic", c.cfg.Topic, "messages", len(msgs), "backoff", backoff, "err", err)
+		c.logger.Warn("handler failed, retrying the same batch", "topic", c.cfg.Topic, "messages", n, "backoff", backoff, "err", err)
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}

@@ -98,20 +98,38 @@ func NewProducer(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*P
 // some may have been written: callers retry the whole batch and rely on the
 // event id to collapse duplicates.
 func (p *Producer) Publish(ctx context.Context, events []*eventv1.Event) error {
+	return p.PublishEncoded(ctx, events, nil)
+}
+
+// PublishEncoded is Publish with the events already encoded: values[i] is
+// written as the value of events[i], which must decode to it; a nil
+// values, or a nil values[i], has the event marshalled here.
+func (p *Producer) PublishEncoded(ctx context.Context, events []*eventv1.Event, values [][]byte) error {
 	if len(events) == 0 {
 		return nil
 	}
+	if values != nil && len(values) != len(events) {
+		return fmt.Errorf("produce %d events: %d values given", len(events), len(values))
+	}
 	msgs := make([]kafka.Message, len(events))
+	var app string
+	var appHeader []kafka.Header // shared by the messages of one app: kafka-go only reads it
 	for i, e := range events {
-		b, err := proto.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("marshal event %s: %w", e.GetEventId(), err)
+		var b []byte
+		if values != nil {
+			b = values[i]
 		}
-		msgs[i] = kafka.Message{
-			Key:     []byte(e.GetDeviceId()),
-			Value:   b,
-			Headers: []kafka.Header{{Key: HeaderAppID, Value: []byte(e.GetAppId())}},
+		if b == nil {
+			var err error
+			if b, err = proto.Marshal(e); err != nil {
+				return fmt.Errorf("marshal event %s: %w", e.GetEventId(), err)
+			}
 		}
+		if appHeader == nil || e.GetAppId() != app {
+			app = e.GetAppId()
+			appHeader = []kafka.Header{{Key: HeaderAppID, Value: []byte(app)}}
+		}
+		msgs[i] = kafka.Message{Key: []byte(e.GetDeviceId()), Value: b, Headers: appHeader}
 	}
 	start := time.Now()
 	err := p.events.WriteMessages(ctx, msgs...)

@@ -1,11 +1,11 @@
 // Package sink moves events from Kafka into the warehouse. Batches of Kafka
-// messages flow in through Handler.Handle (the kafka.Consumer's handler);
-// each message is decoded into an event, events whose id was stored
-// recently are dropped, the rest go out through Writer.Write in one call,
-// and messages that cannot be decoded go out through DeadLetterer.Write.
-// The handler returns an error, and so leaves the offsets uncommitted,
-// until both have succeeded: at-least-once into the warehouse, where
-// copies collapse by event id.
+// messages flow in through Handler.Prepare (the kafka.Consumer's Stage) or
+// Handler.Handle; each message is decoded into an event, events whose id
+// was stored recently are dropped, the rest go out through Writer.Write in
+// one call, and messages that cannot be decoded go out through
+// DeadLetterer.Write. The handler returns an error, and so leaves the
+// offsets uncommitted, until both have succeeded: at-least-once into the
+// warehouse, where copies collapse by event id.
 package sink
 
 import (
@@ -13,19 +13,27 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	eventv1 "causality.dev/api/gen/causality/event/v1"
+	"causality.dev/services/internal/eventcodec"
 	"causality.dev/services/internal/kafka"
 )
 
 // Writer stores events and returns once they are durably stored.
 type Writer interface {
 	Write(ctx context.Context, events []*eventv1.Event) error
+}
+
+// Preparer is a Writer that can do the CPU-bound part of a write ahead of
+// it (building rows): the returned insert does the rest, and may be called
+// again after it failed.
+type Preparer interface {
+	Prepare(events []*eventv1.Event) (insert func(ctx context.Context) error)
 }
 
 // DeadLetterer keeps refused messages with their reason and returns once
@@ -41,12 +49,14 @@ const (
 )
 
 // Handler decodes, deduplicates and writes batches. It is not safe for
-// concurrent use: one consumer calls it.
+// concurrent use: one consumer calls it, through Handle or through
+// Prepare, not both.
 type Handler struct {
 	w      Writer
 	dlq    DeadLetterer
 	recent *Recent
 	logger *slog.Logger
+	last   *batch // prepared last by Prepare
 
 	duplicates prometheus.Counter
 	letters    *prometheus.CounterVec
@@ -80,46 +90,112 @@ func NewHandler(w Writer, dlq DeadLetterer, cacheSize int, logger *slog.Logger, 
 // the messages that are not events. It returns nil only when both are
 // durable; the consumer then commits, else it retries the same batch.
 func (h *Handler) Handle(ctx context.Context, msgs []kafka.Message) error {
-	var events []*eventv1.Event
-	var ids [][16]byte
-	var letters []kafka.DeadLetter
-	inBatch := make(map[[16]byte]struct{}, len(msgs))
-	dups := 0
+	return h.store(ctx, h.prepare(msgs, nil))
+}
+
+// Prepare is Handle in two steps, for kafka.Consumer.RunStaged: it decodes
+// msgs, drops copies and builds the rows, and returns the store, which
+// writes them and the dead letters. The batches it prepares must be stored
+// in order; the next one is prepared while this one is stored, so an event
+// of the batch before that is not stored yet is held back, and dropped
+// once that batch is stored (or written after all if it never was).
+func (h *Handler) Prepare(_ context.Context, msgs []kafka.Message) func(context.Context) error {
+	b := h.prepare(msgs, h.last)
+	h.last = b
+	return func(ctx context.Context) error { return h.store(ctx, b) }
+}
+
+// batch is one prepared batch of messages.
+type batch struct {
+	seen    map[[16]byte]struct{} // every event id of the batch
+	events  []*eventv1.Event      // to write
+	ids     [][16]byte            // of events
+	insert  func(context.Context) error
+	letters []kafka.DeadLetter
+	dups    int
+
+	after    *batch           // prepared before this one; nil once stored
+	held     []*eventv1.Event // copies of events of after
+	heldIDs  [][16]byte
+	resolved bool        // held is decided: dropped, or appended to events
+	written  bool        // events are stored
+	stored   atomic.Bool // the whole batch is
+}
+
+// prepare decodes msgs and drops copies: of an event earlier in the batch,
+// of one stored recently, and (held back) of one in after.
+func (h *Handler) prepare(msgs []kafka.Message, after *batch) *batch {
+	b := &batch{seen: make(map[[16]byte]struct{}, len(msgs)), after: after}
 	for _, m := range msgs {
-		e := &eventv1.Event{}
-		if err := proto.Unmarshal(m.Value, e); err != nil {
-			letters = append(letters, letter(m, ReasonUndecodable, err.Error()))
+		e, err := eventcodec.Unmarshal(m.Value)
+		if err != nil {
+			b.letters = append(b.letters, letter(m, ReasonUndecodable, err.Error()))
 			continue
 		}
 		id, err := uuid.Parse(e.GetEventId())
 		if err != nil || e.GetAppId() == "" {
-			letters = append(letters, letter(m, ReasonInvalid, "event_id must be a UUID and app_id set"))
+			b.letters = append(b.letters, letter(m, ReasonInvalid, "event_id must be a UUID and app_id set"))
 			continue
 		}
-		if _, ok := inBatch[id]; ok || h.recent.Contains(id) {
-			dups++
+		if _, ok := b.seen[id]; ok || h.recent.Contains(id) {
+			b.dups++
 			continue
 		}
-		inBatch[id] = struct{}{}
-		events = append(events, e)
-		ids = append(ids, id)
+		b.seen[id] = struct{}{}
+		if after != nil {
+			if _, ok := after.seen[id]; ok {
+				b.held, b.heldIDs = append(b.held, e), append(b.heldIDs, id)
+				continue
+			}
+		}
+		b.events, b.ids = append(b.events, e), append(b.ids, id)
 	}
-	if len(events) > 0 {
-		if err := h.w.Write(ctx, events); err != nil {
+	if p, ok := h.w.(Preparer); ok && len(b.events) > 0 {
+		b.insert = p.Prepare(b.events)
+	}
+	return b
+}
+
+// store writes the events of b, then its dead letters; called again after
+// a failure, it goes on where it stopped.
+func (h *Handler) store(ctx context.Context, b *batch) error {
+	if !b.resolved {
+		if len(b.held) > 0 && (b.after == nil || !b.after.stored.Load()) {
+			// The batch before was never stored (its pipeline ended): the
+			// copies held back are the only ones.
+			b.events, b.ids = append(b.events, b.held...), append(b.ids, b.heldIDs...)
+			b.insert = nil
+		} else {
+			b.dups += len(b.held)
+		}
+		b.held, b.heldIDs, b.after, b.resolved = nil, nil, nil, true
+	}
+	if !b.written {
+		if len(b.events) > 0 {
+			insert := b.insert
+			if insert == nil {
+				insert = func(ctx context.Context) error { return h.w.Write(ctx, b.events) }
+			}
+			if err := insert(ctx); err != nil {
+				return err
+			}
+		}
+		h.recent.Add(b.ids...) // a retry after a failed dead-letter write skips them
+		b.written, b.events, b.insert = true, nil, nil
+	}
+	if len(b.letters) > 0 {
+		if err := h.dlq.Write(ctx, b.letters); err != nil {
 			return err
 		}
-	}
-	h.recent.Add(ids...) // a retry after a failed dead-letter write skips them
-	if len(letters) > 0 {
-		if err := h.dlq.Write(ctx, letters); err != nil {
-			return err
-		}
-		for _, l := range letters {
+		for _, l := range b.letters {
 			h.letters.WithLabelValues(l.Reason).Inc()
 			h.logger.Warn("dead-lettered a message", "reason", l.Reason, "detail", l.Detail)
 		}
+		b.letters = nil
 	}
-	h.duplicates.Add(float64(dups))
+	h.duplicates.Add(float64(b.dups))
+	b.dups = 0
+	b.stored.Store(true)
 	return nil
 }
 

@@ -3,7 +3,9 @@ package warehouse
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,8 +46,9 @@ type block struct {
 	currency, customName, payload                              []string
 	propKeys, propValues                                       [][]string
 
-	jsonBuf []byte       // protojson output, reused
-	compact bytes.Buffer // its compacted form, reused
+	json    []byte   // every row's payload JSON, back to back
+	jsonEnd []int    // where each row's JSON ends in json
+	strs    []string // backs propKeys and propValues
 }
 
 // newBlock returns a block with room for n rows.
@@ -92,6 +95,9 @@ func newBlock(n int) *block {
 	b.payload = make([]string, 0, n)
 	b.propKeys = make([][]string, 0, n)
 	b.propValues = make([][]string, 0, n)
+	b.json = make([]byte, 0, 64*n)
+	b.jsonEnd = make([]int, 0, n)
+	b.strs = make([]string, 0, 4*n)
 	return b
 }
 
@@ -113,7 +119,8 @@ func (b *block) values() []any {
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
 
 // add appends one event. It never fails: every value that ClickHouse could
-// refuse is clamped, so one odd event cannot block the sink.
+// refuse is clamped, so one odd event cannot block the sink. The payload
+// column is filled by finish.
 func (b *block) add(e *eventv1.Event) {
 	dc := e.GetDeviceContext()
 	ts, sent, recv := e.GetTimestampMs(), e.GetSentAtMs(), e.GetReceivedAtMs()
@@ -135,7 +142,7 @@ func (b *block) add(e *eventv1.Event) {
 	b.sequence = append(b.sequence, e.GetSequence())
 	b.correlationID = append(b.correlationID, e.GetCorrelationId())
 	b.idempotencyKey = append(b.idempotencyKey, e.GetIdempotencyKey())
-	b.platform = append(b.platform, enumName(dc.GetPlatform().String(), "PLATFORM_"))
+	b.platform = append(b.platform, platformNames.name(protoreflect.EnumNumber(dc.GetPlatform())))
 	b.osVersion = append(b.osVersion, dc.GetOsVersion())
 	b.appVersion = append(b.appVersion, dc.GetAppVersion())
 	b.buildNumber = append(b.buildNumber, dc.GetBuildNumber())
@@ -145,53 +152,72 @@ func (b *block) add(e *eventv1.Event) {
 	b.screenHeight = append(b.screenHeight, dc.GetScreenHeight())
 	b.locale = append(b.locale, dc.GetLocale())
 	b.timezone = append(b.timezone, dc.GetTimezone())
-	b.networkType = append(b.networkType, enumName(dc.GetNetworkType().String(), "NETWORK_TYPE_"))
+	b.networkType = append(b.networkType, networkNames.name(protoreflect.EnumNumber(dc.GetNetworkType())))
 	b.carrier = append(b.carrier, dc.GetCarrier())
 	b.jailbroken = append(b.jailbroken, boolByte(dc.GetIsJailbroken()))
 	b.emulator = append(b.emulator, boolByte(dc.GetIsEmulator()))
 	b.sdkVersion = append(b.sdkVersion, dc.GetSdkVersion())
 
-	typ, payload := Payload(e)
-	hot := hotColumns(e)
+	typ, payload := payloadOf(e)
+	hot := hotColumns(e, payload)
 	b.eventType = append(b.eventType, typ)
 	b.screenName = append(b.screenName, hot.screen)
 	b.productID = append(b.productID, hot.product)
 	b.amountCents = append(b.amountCents, hot.amount)
 	b.currency = append(b.currency, hot.currency)
 	b.customName = append(b.customName, hot.custom)
-	b.payload = append(b.payload, b.payloadJSON(payload))
+	b.json = appendJSON(b.json, payload)
+	b.jsonEnd = append(b.jsonEnd, len(b.json))
 
-	keys := make([]string, 0, len(e.GetProperties()))
-	for k := range e.GetProperties() {
-		keys = append(keys, k)
+	// Keys sorted, values in their order; both slices are cut from b.strs.
+	props := e.GetProperties()
+	from := len(b.strs)
+	for k := range props {
+		b.strs = append(b.strs, k)
 	}
+	keys := b.strs[from:len(b.strs):len(b.strs)]
 	sort.Strings(keys)
-	vals := make([]string, len(keys))
-	for i, k := range keys {
-		vals[i] = e.GetProperties()[k]
+	for _, k := range keys {
+		b.strs = append(b.strs, props[k])
 	}
 	b.propKeys = append(b.propKeys, keys)
-	b.propValues = append(b.propValues, vals)
+	b.propValues = append(b.propValues, b.strs[from+len(keys):len(b.strs):len(b.strs)])
 }
 
-// payloadJSON is the protojson form of the payload with proto field names,
-// compacted: protojson varies its whitespace on purpose, and copies of an
-// event should hold the same text (visitParamExtract* also wants no spaces).
-// The block's two buffers are reused from row to row.
-func (b *block) payloadJSON(p proto.Message) string {
+// finish fills the payload column: one string holds every row's JSON, and
+// each row's value is a slice of it.
+func (b *block) finish() {
+	all := string(b.json)
+	start := 0
+	for _, end := range b.jsonEnd {
+		b.payload = append(b.payload, all[start:end])
+		start = end
+	}
+	b.json, b.jsonEnd = nil, nil
+}
+
+// appendJSON appends the payload's JSON: protojson of the payload message
+// with proto field names, compacted. protojson varies its whitespace on
+// purpose, and copies of an event should hold the same text
+// (visitParamExtract* also wants no spaces). appendPayloadJSON writes the
+// same bytes directly; protojson itself is the fallback for what it does
+// not cover. A payload protojson refuses is written as {}.
+func appendJSON(dst []byte, p protoreflect.Message) []byte {
 	if p == nil {
-		return "{}"
+		return append(dst, "{}"...)
 	}
-	j, err := jsonOpts.MarshalAppend(b.jsonBuf[:0], p)
+	if out, ok := appendPayloadJSON(dst, p); ok {
+		return out
+	}
+	j, err := jsonOpts.Marshal(p.Interface())
 	if err != nil {
-		return "{}"
+		return append(dst, "{}"...)
 	}
-	b.jsonBuf = j
-	b.compact.Reset()
-	if err := json.Compact(&b.compact, j); err != nil {
-		return "{}"
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, j); err != nil {
+		return append(dst, "{}"...)
 	}
-	return b.compact.String()
+	return append(dst, compact.Bytes()...)
 }
 
 // EventTimeMs is timestamp_ms corrected for the device clock skew:
@@ -207,12 +233,47 @@ func EventTimeMs(e *eventv1.Event) int64 {
 // field (e.g. "screen_view"), and the payload message; "" and nil when
 // the event has none.
 func Payload(e *eventv1.Event) (string, proto.Message) {
+	typ, m := payloadOf(e)
+	if m == nil {
+		return "", nil
+	}
+	return typ, m.Interface()
+}
+
+var payloadOneof = (&eventv1.Event{}).ProtoReflect().Descriptor().Oneofs().ByName("payload")
+
+// payloadTypes maps the Go type of each payload oneof wrapper
+// (*eventv1.Event_ScreenView, ...) to its field: looking the field up
+// by type is several times faster than WhichOneof.
+var payloadTypes = func() map[reflect.Type]protoreflect.FieldDescriptor {
+	out := map[reflect.Type]protoreflect.FieldDescriptor{}
+	for i := range payloadOneof.Fields().Len() {
+		fd := payloadOneof.Fields().Get(i)
+		e := &eventv1.Event{}
+		m := e.ProtoReflect()
+		m.Set(fd, protoreflect.ValueOfMessage(m.NewField(fd).Message()))
+		out[reflect.TypeOf(e.GetPayload())] = fd
+	}
+	return out
+}()
+
+func payloadOf(e *eventv1.Event) (string, protoreflect.Message) {
+	p := e.GetPayload()
+	if p == nil {
+		return "", nil
+	}
+	// A wrapper holds one field, the payload message.
+	if fd, ok := payloadTypes[reflect.TypeOf(p)]; ok {
+		if v := reflect.ValueOf(p).Elem().Field(0); !v.IsNil() {
+			return string(fd.Name()), v.Interface().(proto.Message).ProtoReflect()
+		}
+	}
 	m := e.ProtoReflect()
-	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("payload"))
+	fd := m.WhichOneof(payloadOneof)
 	if fd == nil {
 		return "", nil
 	}
-	return string(fd.Name()), m.Get(fd).Message().Interface()
+	return string(fd.Name()), m.Get(fd).Message()
 }
 
 type hot struct {
@@ -222,8 +283,9 @@ type hot struct {
 
 // hotColumns extracts the payload fields the common queries filter on.
 // amount_cents is the unit price for product_view and add_to_cart, and
-// the order total for checkout_start and purchase_complete.
-func hotColumns(e *eventv1.Event) hot {
+// the order total for checkout_start and purchase_complete. payload is
+// the event's payload message.
+func hotColumns(e *eventv1.Event, payload protoreflect.Message) hot {
 	switch p := e.GetPayload().(type) {
 	case *eventv1.Event_ProductView:
 		return hot{product: p.ProductView.GetProductId(), amount: p.ProductView.GetPriceCents(), currency: p.ProductView.GetCurrency()}
@@ -245,13 +307,11 @@ func hotColumns(e *eventv1.Event) hot {
 		return hot{screen: p.AppCrash.GetCurrentScreen()}
 	}
 	// Every other payload with a screen names it screen_name.
-	_, msg := Payload(e)
-	if msg == nil {
+	if payload == nil {
 		return hot{}
 	}
-	m := msg.ProtoReflect()
-	if fd := m.Descriptor().Fields().ByName("screen_name"); fd != nil && fd.Kind() == protoreflect.StringKind {
-		return hot{screen: m.Get(fd).String()}
+	if fd := payload.Descriptor().Fields().ByName("screen_name"); fd != nil && fd.Kind() == protoreflect.StringKind {
+		return hot{screen: payload.Get(fd).String()}
 	}
 	return hot{}
 }
@@ -267,13 +327,35 @@ func dateTime(ms int64) time.Time {
 
 // dateOf is the UTC day of ms, clamped into the Date range.
 func dateOf(ms int64) time.Time {
-	t := dateTime(ms)
-	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+	const day = 24 * 60 * 60 * 1000 // Unix time has no leap seconds
+	ms = min(max(ms, 0), maxTimeMs)
+	return time.UnixMilli(ms - ms%day).UTC()
 }
 
-// enumName turns PLATFORM_IOS into "ios"; unknown numbers stay as digits.
-func enumName(s, prefix string) string {
-	return strings.ToLower(strings.TrimPrefix(s, prefix))
+// enumNames maps the numbers of an enum to its value names without the
+// prefix, in lower case: PLATFORM_IOS is "ios".
+type enumNames map[protoreflect.EnumNumber]string
+
+var (
+	platformNames = newEnumNames(eventv1.Platform(0).Descriptor(), "PLATFORM_")
+	networkNames  = newEnumNames(eventv1.NetworkType(0).Descriptor(), "NETWORK_TYPE_")
+)
+
+func newEnumNames(ed protoreflect.EnumDescriptor, prefix string) enumNames {
+	out := enumNames{}
+	for i := range ed.Values().Len() {
+		v := ed.Values().Get(i)
+		out[v.Number()] = strings.ToLower(strings.TrimPrefix(string(v.Name()), prefix))
+	}
+	return out
+}
+
+// name is n's name; unknown numbers stay as digits.
+func (e enumNames) name(n protoreflect.EnumNumber) string {
+	if s, ok := e[n]; ok {
+		return s
+	}
+	return strconv.Itoa(int(n))
 }
 
 func boolByte(b bool) uint8 {

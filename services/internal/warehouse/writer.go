@@ -68,10 +68,25 @@ func (w *Writer) Write(ctx context.Context, events []*eventv1.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
+	return w.Prepare(events)(ctx)
+}
+
+// Prepare builds the rows of events, the CPU-bound part of a Write, and
+// returns the insert, which does the rest and may be called again after it
+// failed. The rows are kept until the insert is dropped.
+func (w *Writer) Prepare(events []*eventv1.Event) func(ctx context.Context) error {
+	if len(events) == 0 {
+		return func(context.Context) error { return nil }
+	}
 	b := newBlock(len(events))
 	for _, e := range events {
 		b.add(e)
 	}
+	b.finish()
+	return func(ctx context.Context) error { return w.store(ctx, b, len(events)) }
+}
+
+func (w *Writer) store(ctx context.Context, b *block, n int) error {
 	start := time.Now()
 	err := w.send(ctx, b)
 	w.latency.Observe(time.Since(start).Seconds())
@@ -82,10 +97,10 @@ func (w *Writer) Write(ctx context.Context, events []*eventv1.Event) error {
 		if ctx.Err() == nil {
 			w.errs.WithLabelValues(errorReason(err)).Inc()
 		}
-		return fmt.Errorf("insert %d events into clickhouse at %s: %w", len(events), w.client.cfg.Addr, err)
+		return fmt.Errorf("insert %d events into clickhouse at %s: %w", n, w.client.cfg.Addr, err)
 	}
-	w.rows.Add(float64(len(events)))
-	w.size.Observe(float64(len(events)))
+	w.rows.Add(float64(n))
+	w.size.Observe(float64(n))
 	return nil
 }
 
