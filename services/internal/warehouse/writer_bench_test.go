@@ -13,8 +13,8 @@ import (
 	"causality.dev/services/internal/warehousetest"
 )
 
-// BenchmarkWriter measures Writer.Write alone: row building (the payload JSON
-// the payload included) and one native batch insert of 50,000 events.
+// BenchmarkWriter measures Writer.Write alone: row building (the payload's
+// JSON included) and one native batch insert of 50,000 events.
 func BenchmarkWriter(b *testing.B) {
 	_, c := warehousetest.Migrated(b)
 	reg := prometheus.NewRegistry()
