@@ -72,7 +72,7 @@ type config struct {
 
 func defaults() config {
 	return config{
-		transport:     TCP{},
+		transport:     defaultTransport(),
 		logger:        slog.New(slog.DiscardHandler),
 		flushEvents:   DefaultFlushEvents,
 		flushInterval: DefaultFlushInterval,
@@ -92,7 +92,7 @@ func defaults() config {
 func (c *config) validate() error {
 	switch {
 	case c.transport == nil:
-		return errors.New("transport is nil")
+		return errors.New("transport is nil (in js/wasm pass WithTransport(wstransport.New()))")
 	case c.logger == nil:
 		return errors.New("logger is nil")
 	case c.now == nil:

@@ -16,7 +16,6 @@ package mobile
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -85,10 +84,13 @@ func (c *Config) options(storageDir string) ([]sdk.Option, error) {
 	if storageDir != "" {
 		opts = append(opts, sdk.WithQueueDir(storageDir))
 	}
-	switch strings.ToLower(c.Transport) {
-	case "", "tcp":
-	case "tls":
-		opts = append(opts, sdk.WithTransport(sdk.TCP{TLS: tlsConfig()}))
+	switch t := strings.ToLower(c.Transport); t {
+	case "", "tcp", "tls":
+		o, err := socketTransport(t)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
 	case "ws", "websocket":
 		opts = append(opts, sdk.WithTransport(wstransport.New()))
 	default:
@@ -412,8 +414,6 @@ func (c *Client) Close(timeoutMs int) error {
 	defer cancel()
 	return c.c.Close(ctx)
 }
-
-func tlsConfig() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }
 
 func timeout(ms int) (context.Context, context.CancelFunc) {
 	if ms <= 0 {
