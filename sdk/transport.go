@@ -2,10 +2,10 @@ package sdk
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
+
+	"causality.dev/api/frame"
 )
 
 // A Transport opens streams to a collector. The client holds at most one
@@ -35,9 +35,9 @@ const MaxServerFrameBytes = 4 << 20
 // Frame errors. Transports return them (wrapped) so that the client can say
 // clearly why it dropped a connection.
 var (
-	ErrFrameTooLarge  = errors.New("frame length exceeds the maximum")
-	ErrEmptyFrame     = errors.New("frame length is 0")
-	ErrTruncatedFrame = errors.New("stream ended inside a frame")
+	ErrFrameTooLarge  = frame.ErrTooLarge
+	ErrEmptyFrame     = frame.ErrEmpty
+	ErrTruncatedFrame = frame.ErrTruncated
 	ErrMalformedFrame = errors.New("frame is not a valid ServerFrame")
 )
 
@@ -45,29 +45,5 @@ var (
 // against max before allocating. buf is reused when large enough; the result
 // aliases it. A clean end between frames returns io.EOF.
 func ReadFrame(r io.Reader, max uint32, buf []byte) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, ErrTruncatedFrame
-		}
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	switch {
-	case n == 0:
-		return nil, ErrEmptyFrame
-	case n > max:
-		return nil, fmt.Errorf("%w: %d > %d bytes", ErrFrameTooLarge, n, max)
-	}
-	if uint32(cap(buf)) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, ErrTruncatedFrame
-		}
-		return nil, err
-	}
-	return buf, nil
+	return frame.Read(r, max, buf)
 }

@@ -245,16 +245,15 @@ type State struct {
 
 // Detector is the stateful engine; see the package comment.
 type Detector struct {
-	cfg    Config
-	sizes  []int64
-	decay  []float64 // kept share of decayed counts per window, per size
-	alpha  []float64 // EWMA weight per window, per size
-	st     *State
-	out    []*detectv1.Anomaly
-	dirty  []*device
-	paths  *CountMin
-	stats  Stats
-	lastID uint64
+	cfg   Config
+	sizes []int64
+	decay []float64 // kept share of decayed counts per window, per size
+	alpha []float64 // EWMA weight per window, per size
+	st    *State
+	out   []*detectv1.Anomaly
+	dirty []*device
+	paths *CountMin
+	stats Stats
 }
 
 // New returns a detector with empty state.

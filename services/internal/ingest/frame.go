@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 
+	"causality.dev/api/frame"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -18,9 +20,9 @@ const DefaultMaxFrameBytes = 1 << 20
 
 // Frame errors; each maps to one ErrorCode sent before the close.
 var (
-	ErrEmptyFrame     = errors.New("frame length is 0")
-	ErrFrameTooLarge  = errors.New("frame length exceeds the maximum")
-	ErrTruncatedFrame = errors.New("stream ended inside a frame")
+	ErrEmptyFrame     = frame.ErrEmpty
+	ErrFrameTooLarge  = frame.ErrTooLarge
+	ErrTruncatedFrame = frame.ErrTruncated
 	ErrMalformedFrame = errors.New("frame is not a valid protobuf message")
 )
 
@@ -28,31 +30,7 @@ var (
 // then N bytes. N is checked against max before anything is allocated. buf
 // is reused when it is large enough; the returned slice aliases it.
 func ReadFrame(r io.Reader, max uint32, buf []byte) ([]byte, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, ErrTruncatedFrame
-		}
-		return nil, err // io.EOF: a clean end between frames
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	switch {
-	case n == 0:
-		return nil, ErrEmptyFrame
-	case n > max:
-		return nil, fmt.Errorf("%w: %d > %d", ErrFrameTooLarge, n, max)
-	}
-	if uint32(cap(buf)) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, ErrTruncatedFrame
-		}
-		return nil, err
-	}
-	return buf, nil
+	return frame.Read(r, max, buf)
 }
 
 // AppendFrame appends the length-prefixed encoding of m to dst.
