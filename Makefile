@@ -10,7 +10,7 @@ SERVERS := deploy/local/servers.sh
 MODULES := work
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: mobile mobile-android mobile-ios wasm wasm-test chdb help tools generate checkgenerate lint build test test-unit fuzz bench eval demo servers-up servers-down baseline clean
+.PHONY: mobile mobile-android mobile-ios wasm wasm-test chdb help tools generate checkgenerate lint build test test-unit fuzz bench eval demo servers-up servers-down baseline clean check-deploy
 
 help: ## list the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
 
 $(BIN)/gobind $(BIN)/gomobile: tools/go.mod tools/go.sum
 	cd tools && GOWORK=off go build -o $(BIN)/ golang.org/x/mobile/cmd/gobind golang.org/x/mobile/cmd/gomobile
+
+# promtool at the version pinned in tools/go.mod (Prometheus v3.16.0 = module v0.316.0).
+$(BIN)/promtool: tools/go.mod tools/go.sum
+	cd tools && GOWORK=off go build -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool
 
 tools: $(BIN)/npm/node_modules/.bin/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## install pinned buf and protoc plugins into .bin/
 
@@ -60,7 +64,13 @@ CHDB_VERSION := 4.4.0
 chdb: ## install chDB (a current ClickHouse engine, in-process) to check the DDL and queries
 	@python3 -c 'import chdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check chdb==$(CHDB_VERSION)
 
-test: build chdb ## unit and integration tests against a real Kafka broker and ClickHouse (and chDB)
+check-deploy: $(BIN)/promtool ## promtool check + unit tests of deploy/prometheus; compose/k8s flags and ports against the binary
+	promtool check config deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-k8s.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	go test -count=1 -run '^TestDeployManifests' ./services/cmd/causality
+
+test: build chdb check-deploy ## unit and integration tests against a real Kafka broker and ClickHouse (and chDB)
 	$(SERVERS) up
 	set -o pipefail; eval "$$($(SERVERS) env)"; export CAUSALITY_REQUIRE_REAL_SERVERS=1 CAUSALITY_BIN=$(CURDIR)/bin/causality; \
 	  rc=0; go test $(GO_TEST_FLAGS) $(MODULES) || rc=$$?; \

@@ -14,8 +14,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"causality.dev/services/internal/admin"
+	"causality.dev/services/internal/adminapi"
+	"causality.dev/services/internal/console"
 	"causality.dev/services/internal/ingest"
 	"causality.dev/services/internal/kafka"
+	"causality.dev/services/internal/rules"
 )
 
 func init() {
@@ -26,14 +29,48 @@ type collectorConfig struct {
 	Ingest ingest.Config
 	Kafka  kafka.Config
 	Admin  admin.Config
-	Log    logFlags
+	// AdminAPI serves the AdminService (and the console) when its tokens
+	// file is set.
+	AdminAPI adminapi.Config
+	// Console is served with the admin API (never without it).
+	Console console.Config
+	Log     logFlags
 }
 
 func (c *collectorConfig) register(fs *flag.FlagSet) {
 	c.Ingest.RegisterFlags(fs)
 	c.Kafka.RegisterFlags(fs)
 	c.Admin.RegisterFlags(fs)
+	c.AdminAPI.RegisterFlags(fs)
+	c.Console.RegisterFlags(fs)
 	c.Log.register(fs)
+}
+
+// validateAdminAPI checks the -adminapi.* flags against -ingest.keys-file,
+// the file the admin API edits.
+func (c *collectorConfig) validateAdminAPI() error {
+	c.AdminAPI.KeysFile = c.Ingest.KeysFile
+	return c.AdminAPI.Validate()
+}
+
+// adminRules is what the admin API uses of package rules.
+var adminRules = adminapi.Rules{Validate: rules.Validate, Explain: rules.Explain, ValidateSet: rules.ValidateSet}
+
+// mountAdminAPI serves the AdminService on the collector's gRPC and HTTP
+// ports, when -adminapi.tokens-file is set; otherwise nothing is mounted
+// (404).
+func mountAdminAPI(cfg *collectorConfig, srv *ingest.Server, logger *slog.Logger) error {
+	if err := cfg.validateAdminAPI(); err != nil || !cfg.AdminAPI.Enabled() {
+		return err
+	}
+	api, err := adminapi.New(cfg.AdminAPI, adminRules, logger.With("component", "adminapi"))
+	if err != nil {
+		return err
+	}
+	srv.RegisterGRPC(api.RegisterGRPC, api.GRPCOption())
+	srv.Handle(adminapi.HTTPPrefix, api.Handler())
+	logger.Info("admin API enabled", "rules_file", cfg.AdminAPI.RulesFile, "apps_file", cfg.AdminAPI.AppsFile, "keys_file", cfg.AdminAPI.KeysFile)
+	return nil
 }
 
 func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -51,6 +88,9 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 		return err
 	}
 	if err := cfg.Ingest.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.validateAdminAPI(); err != nil {
 		return err
 	}
 	logger, err := cfg.Log.logger(stderr)
@@ -101,6 +141,14 @@ func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyri
 	if err != nil {
 		return err
 	}
+	if err := mountAdminAPI(&cfg, srv, logger); err != nil {
+		return err
+	}
+	closeConsole, err := mountConsole(ctx, &cfg, srv, logger, reg)
+	if err != nil {
+		return err
+	}
+	defer closeConsole()
 	if err := srv.Listen(); err != nil {
 		return err
 	}
@@ -112,4 +160,33 @@ func serveCollector(ctx context.Context, cfg collectorConfig, keys *ingest.Keyri
 		g.Go(func() error { ingest.WatchKeys(gctx, cfg.Ingest.KeysFile, keys, logger); return nil })
 	}
 	return g.Wait()
+}
+
+// mountConsole serves the web console under /console/ on the collector's
+// HTTP port, behind the admin tokens, when the admin API is on; otherwise
+// nothing is mounted (404). Its streams end with ctx. The returned close
+// drops the connection to the detector.
+func mountConsole(ctx context.Context, cfg *collectorConfig, srv *ingest.Server, logger *slog.Logger, reg prometheus.Registerer) (func() error, error) {
+	if !cfg.AdminAPI.Enabled() {
+		return func() error { return nil }, nil
+	}
+	tokens, err := adminapi.LoadTokens(cfg.AdminAPI.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	baselines, closeDetector, err := console.DialDetector(cfg.Console)
+	if err != nil {
+		return nil, err
+	}
+	logger = logger.With("component", "console")
+	c, err := console.New(cfg.Console, cfg.Kafka.Topic, tokens, console.KafkaSource(cfg.Kafka), baselines, logger, reg)
+	if err != nil {
+		closeDetector()
+		return nil, err
+	}
+	h := c.Handler(ctx)
+	srv.Handle("/console/", h)
+	srv.Handle("/console", h)
+	logger.Info("console enabled", "path", "/console/", "detector", cfg.Console.DetectorAddr)
+	return closeDetector, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"causality.dev/services/internal/admin"
+	"causality.dev/services/internal/adminapi"
 	"causality.dev/services/internal/devstack"
 	"causality.dev/services/internal/ingest"
 	"causality.dev/services/internal/kafka"
@@ -44,6 +46,8 @@ type devConfig struct {
 	keysGiven           bool
 	ckptGiven           bool
 	tokenGiven          bool
+	adminTokensGiven    bool
+	adminToken          string // generated for dev, unless adminTokensGiven
 	detToken            string // generated for dev, unless tokenGiven
 	chStartTimeout      time.Duration
 }
@@ -59,12 +63,12 @@ func (c *devConfig) register(fs *flag.FlagSet) {
 			fs.Var(f.Value, f.Name, f.Usage)
 		}
 	})
-	// The detector's -detect.* flags likewise; it stores anomalies in the
-	// sink's ClickHouse.
+	// The detector's -detect.* and -rules.* flags likewise; it stores
+	// anomalies in the sink's ClickHouse.
 	tmp = flag.NewFlagSet("detector", flag.ContinueOnError)
 	c.detector.register(tmp)
 	tmp.VisitAll(func(f *flag.Flag) {
-		if strings.HasPrefix(f.Name, "detect.") {
+		if strings.HasPrefix(f.Name, "detect.") || strings.HasPrefix(f.Name, "rules.") {
 			fs.Var(f.Value, f.Name, f.Usage)
 		}
 	})
@@ -109,6 +113,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cfg.ckptGiven = true
 		case "detect.token", "detect.tokens-file":
 			cfg.tokenGiven = true
+		case "adminapi.tokens-file":
+			cfg.adminTokensGiven = true
 		}
 	})
 	cc := &cfg.collector
@@ -116,6 +122,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cc.Ingest.KeysFile = filepath.Join(cfg.dir, "keys.json")
 	}
 	cc.Ingest.AllowAnonymousHTTP = true // dev mode only: the prototype's keyless curl examples
+	// The admin API is on in dev, with a generated token; its files live
+	// in the dev dir (the dev detector reads the same rules file).
+	if !cfg.adminTokensGiven {
+		t, err := ensureSecretFile(cfg.dir, "admin-token", "cat_")
+		if err != nil {
+			return err
+		}
+		cfg.adminToken = t
+		cc.AdminAPI.TokensFile = filepath.Join(cfg.dir, "admin-token")
+	}
+	if cc.AdminAPI.RulesFile == "" {
+		cc.AdminAPI.RulesFile = filepath.Join(cfg.dir, "rules.json")
+	}
+	if cc.AdminAPI.AppsFile == "" {
+		cc.AdminAPI.AppsFile = filepath.Join(cfg.dir, "apps.json")
+	}
+	if err := cc.validateAdminAPI(); err != nil {
+		return err
+	}
 	sc := &cfg.sink
 	sc.Kafka, sc.Admin, sc.Log = cc.Kafka, cc.Admin, cc.Log
 	if err := cc.Ingest.Validate(); err != nil {
@@ -126,6 +151,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	dc := &cfg.detector
 	dc.Kafka, dc.Admin, dc.Log = cc.Kafka, cc.Admin, cc.Log
+	if dc.Rules.File == "" { // the rules the dev admin API writes
+		dc.Rules.File = filepath.Join(cfg.dir, "rules.json")
+		if cc.AdminAPI.RulesFile != "" {
+			dc.Rules.File = cc.AdminAPI.RulesFile
+		}
+	}
 	if !cfg.ckptGiven {
 		dc.Engine.Checkpoint = filepath.Join(cfg.dir, "detector.ckpt")
 	}
@@ -136,6 +167,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		cfg.detToken, dc.Server.Token = t, t
 	}
+	devConsole(fs, &cfg)
 	dc.Warehouse = sc.Warehouse // anomalies to the dev ClickHouse
 	if err := dc.validate(); err != nil {
 		return err
@@ -147,6 +179,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	key, err := ensureDevKey(cfg.dir, cc.Ingest.KeysFile, cfg.app)
 	if err != nil {
 		return err
+	}
+	if cc.AdminAPI.Enabled() { // the dev key's app is listed with the others
+		if err := adminapi.NewStore(cc.AdminAPI.AppsFile, cc.AdminAPI.KeysFile, cc.AdminAPI.RulesFile).EnsureApp(cfg.app, "dev app"); err != nil {
+			return err
+		}
 	}
 	keys, err := ingest.LoadKeyring(cc.Ingest.KeysFile)
 	if err != nil {
@@ -280,6 +317,27 @@ func waitCaughtUp(kcfg kafka.Config, groups []string, limit time.Duration, logge
 	}
 }
 
+// ensureSecretFile returns the token kept in dir/name, or makes one (prefix
+// and random text) and keeps it there, readable by the owner only.
+func ensureSecretFile(dir, name, prefix string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("dev dir: %w", err)
+	}
+	file := filepath.Join(dir, name)
+	b, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", file, err)
+	}
+	if t := strings.TrimSpace(string(b)); len(t) >= 16 && !strings.ContainsAny(t, " \t\n") {
+		return t, os.Chmod(file, 0o600)
+	}
+	t := prefix + rand.Text()
+	if err := os.WriteFile(file, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	return t, os.Chmod(file, 0o600)
+}
+
 // ensureDevToken returns the detector token kept in dir/detector-token, or
 // makes one and keeps it there, readable by the owner only.
 func ensureDevToken(dir string) (string, error) {
@@ -360,6 +418,8 @@ Causality dev stack is ready (app %q).
   ClickHouse   %s, database %s   (%s)
   ingest key   %s   (saved in %s)
   detector     %s   (gRPC DetectorService, token %s)
+  admin API    %s   (AdminService on the gRPC and HTTP ports, %s)
+  console      %s
 
 Try:
   curl -X POST http://%s/v1/events/ingest -H "Content-Type: application/json" \
@@ -372,5 +432,57 @@ Try:
 Ctrl-C stops everything (the collector drains, the sink and the detector flush first).
 `, cfg.app, in.TCPAddr, in.GRPCAddr, in.GRPCAddr, in.HTTPAddr, adminAddr,
 		cfg.collector.Kafka.Brokers, kafkaNote, wh.Addr, wh.Database, chNote,
-		key, filepath.Join(cfg.dir, "key"), det.Addr, detToken, in.HTTPAddr, cfg.app, simArgs, sqlArgs, bearer, det.Addr)
+		key, filepath.Join(cfg.dir, "key"), det.Addr, detToken, adminNote(cfg), adminHint(cfg), consoleNote(cfg), in.HTTPAddr, cfg.app, simArgs, sqlArgs, bearer, det.Addr)
+}
+
+// adminNote and adminHint describe the dev admin API for the banner.
+func adminNote(cfg *devConfig) string {
+	a := cfg.collector.AdminAPI
+	switch {
+	case !a.Enabled():
+		return "off"
+	case cfg.adminToken != "":
+		return "token " + cfg.adminToken + ", saved in " + a.TokensFile
+	}
+	return "tokens in " + a.TokensFile
+}
+
+func adminHint(cfg *devConfig) string {
+	if !cfg.collector.AdminAPI.Enabled() {
+		return "-adminapi.tokens-file enables it"
+	}
+	if in := cfg.collector.Ingest; in.GRPCAddr != "127.0.0.1:7071" {
+		return "causality admin -addr " + in.GRPCAddr + " apps list"
+	}
+	return "causality admin apps list"
+}
+
+// devConsole points the console at the dev detector (its address and the
+// token file dev keeps) and at the topics it writes, unless -console.*
+// flags say otherwise.
+func devConsole(fs *flag.FlagSet, cfg *devConfig) {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	con, det := &cfg.collector.Console, &cfg.detector
+	if !given["console.detector-addr"] && !given["console.detector-token-file"] && cfg.detToken != "" {
+		addr := det.Server.Addr
+		if host, port, err := net.SplitHostPort(addr); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		con.DetectorAddr, con.DetectorTokenFile = addr, filepath.Join(cfg.dir, "detector-token")
+	}
+	if !given["console.anomalies-topic"] {
+		con.AnomaliesTopic = det.AnomaliesTopic
+	}
+	if !given["console.firings-topic"] && det.Rules.Enabled() {
+		con.FiringsTopic = det.Rules.FiringsTopic
+	}
+}
+
+// consoleNote says where the console is, for the banner.
+func consoleNote(cfg *devConfig) string {
+	if !cfg.collector.AdminAPI.Enabled() {
+		return "off (it needs the admin API)"
+	}
+	return "http://" + cfg.collector.Ingest.HTTPAddr + "/console/   (sign in with the admin token)"
 }

@@ -223,6 +223,8 @@ func TestDevStack(t *testing.T) {
 	if err := stopCollector(); err != nil {
 		t.Errorf("collector: %v", err)
 	}
+	checkDevAdmin(t, dir, tcp, grpcAddr, stdout.String())
+	checkDevConsole(t, dir, httpAddr, stdout.String())
 
 	// Ctrl-C right after the last event: the collector drains, the sink
 	// stores what is left and flushes, and dev returns without an error.

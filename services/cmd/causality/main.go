@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
+
+	"causality.dev/services/internal/admin"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -35,6 +38,8 @@ var commands = map[string]command{
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal the next one kills at once (the default action).
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
@@ -61,7 +66,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usage(stderr)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	return c.run(ctx, args[1:], stdout, stderr)
+	err := runBounded(ctx, c, args[1:], stdout, stderr)
+	if errors.Is(err, errVersion) {
+		_, err = fmt.Fprintln(stdout, version)
+	}
+	return err
+}
+
+// runBounded runs c until it returns. Once ctx ends (SIGTERM, Ctrl-C), c has
+// the -shutdown-timeout of its admin config (services only; other commands
+// have no limit) to drain and return; past it runBounded returns an error
+// without waiting, and main exits non-zero.
+func runBounded(ctx context.Context, c command, args []string, stdout, stderr io.Writer) error {
+	var limit admin.ShutdownLimit
+	done := make(chan error, 1)
+	go func() { done <- c.run(admin.WithShutdownLimit(ctx, &limit), args, stdout, stderr) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	select { // a signal during start-up: the limit is recorded when the admin port serves
+	case err := <-done:
+		return err
+	case <-limit.Recorded():
+	}
+	d := limit.Timeout()
+	if d <= 0 {
+		return <-done
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("still stopping %s after the signal (-shutdown-timeout): exiting without waiting", d)
+	}
 }
 
 func usage(w io.Writer) {
@@ -74,16 +115,28 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'causality COMMAND -h' for its flags. Every flag can also be set from the")
-	fmt.Fprintln(w, "environment: -kafka.brokers is CAUSALITY_KAFKA_BROKERS.")
+	fmt.Fprintln(w, "\nRun 'causality COMMAND -h' for its flags, 'causality COMMAND -version' (or")
+	fmt.Fprintln(w, "'causality -version') for the version. Every flag can also be set from the")
+	fmt.Fprintln(w, "environment: -kafka.brokers is CAUSALITY_KAFKA_BROKERS; the command line wins.")
+}
+
+// errVersion is what parse returns for -version; run then prints the
+// version and succeeds.
+var errVersion = errors.New("version requested")
+
+// envName is the environment variable of a flag: CAUSALITY_ and the name
+// upper-cased, with '.' and '-' as '_' (-kafka.brokers: CAUSALITY_KAFKA_BROKERS).
+func envName(flagName string) string {
+	return "CAUSALITY_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flagName))
 }
 
 // parse parses args into fs after applying CAUSALITY_* environment
-// variables; flags given on the command line win.
+// variables; flags given on the command line win. -version (command line
+// only) makes it return errVersion.
 func parse(fs *flag.FlagSet, args []string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "CAUSALITY_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(f.Name))
+		name := envName(f.Name)
 		if v, ok := os.LookupEnv(name); ok && envErr == nil {
 			if err := fs.Set(f.Name, v); err != nil {
 				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
@@ -93,8 +146,15 @@ func parse(fs *flag.FlagSet, args []string) error {
 	if envErr != nil {
 		return envErr
 	}
+	var showVersion *bool
+	if fs.Lookup("version") == nil {
+		showVersion = fs.Bool("version", false, "print the version and exit")
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if showVersion != nil && *showVersion {
+		return errVersion
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())

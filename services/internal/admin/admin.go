@@ -1,6 +1,8 @@
 // Package admin serves the operator port of every service: /metrics from the
 // injected registry, /healthz (the process is alive), /readyz (each named
-// check passes, e.g. Kafka reachable) and /debug/pprof.
+// check passes, e.g. Kafka reachable; never before the service added its
+// checks, nor once it is stopping) and /debug/pprof. Its config also holds
+// -shutdown-timeout, which main enforces (ShutdownLimit).
 package admin
 
 import (
@@ -14,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,14 +24,75 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Config configures the admin port.
+// Config configures the admin port, and how long the service may take to
+// stop.
 type Config struct {
 	Addr string
+	// ShutdownTimeout bounds the stop of the process after SIGTERM; 0 = no
+	// bound. Enforced by the caller through ShutdownLimit.
+	ShutdownTimeout time.Duration
 }
 
-// RegisterFlags registers -admin.addr.
+// RegisterFlags registers -admin.addr and -shutdown-timeout.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "admin.addr", ":9100", "listen address of /metrics, /healthz, /readyz and /debug/pprof")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "after SIGTERM or Ctrl-C, how long the service may take to drain, flush and checkpoint before it exits anyway, with an error (0 = no limit); keep it below the platform's kill timeout")
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("-shutdown-timeout must not be negative, got %s", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// ShutdownLimit carries -shutdown-timeout from a service's admin config to
+// the caller that enforces it: the caller runs the service with a context
+// from WithShutdownLimit, and Serve records the timeout there.
+type ShutdownLimit struct {
+	mu  sync.Mutex
+	d   time.Duration
+	set chan struct{} // closed once recorded
+}
+
+type limitKey struct{}
+
+// WithShutdownLimit returns ctx carrying l.
+func WithShutdownLimit(ctx context.Context, l *ShutdownLimit) context.Context {
+	return context.WithValue(ctx, limitKey{}, l)
+}
+
+func (l *ShutdownLimit) record(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.d = d
+	if l.set == nil {
+		l.set = make(chan struct{})
+	}
+	select {
+	case <-l.set:
+	default:
+		close(l.set)
+	}
+}
+
+// Recorded is closed once a service has recorded its timeout; commands
+// without an admin port never do.
+func (l *ShutdownLimit) Recorded() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		l.set = make(chan struct{})
+	}
+	return l.set
+}
+
+// Timeout is the recorded -shutdown-timeout (0: no bound).
+func (l *ShutdownLimit) Timeout() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.d
 }
 
 // Check reports whether a dependency is usable.
@@ -36,11 +100,12 @@ type Check func(ctx context.Context) error
 
 // Server is the admin port.
 type Server struct {
-	cfg    Config
-	gather prometheus.Gatherer
-	mu     sync.Mutex
-	checks map[string]Check
-	ln     net.Listener
+	cfg      Config
+	gather   prometheus.Gatherer
+	mu       sync.Mutex
+	checks   map[string]Check
+	ln       net.Listener
+	stopping atomic.Bool
 }
 
 // NewRegistry returns a registry with the Go and process collectors.
@@ -62,8 +127,12 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.mu.Unlock()
 }
 
-// Listen binds the port, so a busy port fails at start.
+// Listen checks the config and binds the port, so a busy port fails at
+// start.
 func (s *Server) Listen() error {
+	if err := s.cfg.Validate(); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen admin %s: %w", s.cfg.Addr, err)
@@ -101,6 +170,14 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	sort.Strings(names)
 	var b strings.Builder
 	ok := true
+	switch {
+	case s.stopping.Load():
+		ok = false
+		b.WriteString("stopping\n")
+	case len(names) == 0:
+		ok = false
+		b.WriteString("starting: no readiness checks yet\n")
+	}
 	for _, n := range names {
 		s.mu.Lock()
 		c := s.checks[n]
@@ -118,8 +195,12 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprint(w, b.String())
 }
 
-// Serve serves until ctx ends.
+// Serve serves until ctx ends; from then on /readyz fails. It records
+// -shutdown-timeout in the ShutdownLimit of ctx, if any.
 func (s *Server) Serve(ctx context.Context) error {
+	if l, ok := ctx.Value(limitKey{}).(*ShutdownLimit); ok {
+		l.record(s.cfg.ShutdownTimeout)
+	}
 	if s.ln == nil {
 		if err := s.Listen(); err != nil {
 			return err
@@ -128,6 +209,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
+		s.stopping.Store(true)
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,9 @@ type KeyEntry struct {
 	Name    string `json:"name,omitempty"`
 	SHA256  string `json:"sha256"`
 	Revoked bool   `json:"revoked,omitempty"`
+	// Set by the admin API; older files have neither.
+	CreateTime *time.Time `json:"create_time,omitempty"`
+	RevokeTime *time.Time `json:"revoke_time,omitempty"`
 }
 
 // KeysFile is the JSON document read by -ingest.keys-file.
@@ -39,14 +43,21 @@ type KeysFile struct {
 }
 
 // Keyring maps key hashes to apps. It is safe for concurrent use.
+//
+// Live streams re-check their key when the keyring changes: every change
+// bumps gen (an atomic load per batch tells a stream whether to look) and
+// closes changed (idle streams select on it), so a revoked or deleted key
+// is refused within the reload interval even on an open connection.
 type Keyring struct {
-	mu   sync.RWMutex
-	keys map[string]KeyEntry
+	mu      sync.RWMutex
+	keys    map[string]KeyEntry
+	changed chan struct{} // closed and replaced on every change
+	gen     atomic.Uint64
 }
 
 // NewKeyring builds a keyring from entries, rejecting malformed ones.
 func NewKeyring(entries []KeyEntry) (*Keyring, error) {
-	k := &Keyring{keys: make(map[string]KeyEntry, len(entries))}
+	k := &Keyring{keys: make(map[string]KeyEntry, len(entries)), changed: make(chan struct{})}
 	for i, e := range entries {
 		if e.AppID == "" {
 			return nil, fmt.Errorf("key %d: app_id is empty", i)
@@ -90,8 +101,13 @@ func (k *Keyring) Lookup(key string) (string, error) {
 	if key == "" {
 		return "", ErrUnknownKey
 	}
+	return k.lookupHash(HashKey(key))
+}
+
+// lookupHash is Lookup by the key's hex SHA-256.
+func (k *Keyring) lookupHash(sum string) (string, error) {
 	k.mu.RLock()
-	e, ok := k.keys[HashKey(key)]
+	e, ok := k.keys[sum]
 	k.mu.RUnlock()
 	switch {
 	case !ok:
@@ -102,12 +118,40 @@ func (k *Keyring) Lookup(key string) (string, error) {
 	return e.AppID, nil
 }
 
-// Add binds a new key; used by dev mode and tests.
+// Add binds a new key, or replaces the entry with its hash (revoking it
+// when e.Revoked); used by dev mode and tests.
 func (k *Keyring) Add(e KeyEntry) {
 	k.mu.Lock()
 	k.keys[strings.ToLower(e.SHA256)] = e
+	k.notifyLocked()
 	k.mu.Unlock()
 }
+
+// replace swaps in the entries of a reloaded keys file.
+func (k *Keyring) replace(keys map[string]KeyEntry) {
+	k.mu.Lock()
+	k.keys = keys
+	k.notifyLocked()
+	k.mu.Unlock()
+}
+
+// notifyLocked tells the streams the keys changed; k.mu is held.
+func (k *Keyring) notifyLocked() {
+	k.gen.Add(1)
+	close(k.changed)
+	k.changed = make(chan struct{})
+}
+
+// watch returns the keyring's generation and a channel closed at the next
+// change after it.
+func (k *Keyring) watch() (uint64, <-chan struct{}) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.gen.Load(), k.changed
+}
+
+// generation changes whenever the keys do.
+func (k *Keyring) generation() uint64 { return k.gen.Load() }
 
 // HashKey returns the hex SHA-256 of key, as stored in the keys file.
 func HashKey(key string) string {
@@ -122,14 +166,17 @@ func NewKey() string {
 	return KeyPrefix + hex.EncodeToString(b[:])
 }
 
-// WatchKeys re-reads the keys file when its modification time changes, until
-// ctx ends. A file that fails to parse is logged and the old keys stay.
+// KeysReloadInterval is how often WatchKeys looks at the keys file: the
+// longest a revoked key keeps working, on open connections too.
+const KeysReloadInterval = time.Second
+
+// WatchKeys re-reads the keys file when it changes (modification time, size
+// or, after an atomic rename, the file itself), until ctx ends. A file that
+// fails to parse is logged and the old keys stay. Streams using a key that
+// the new file revokes or lacks get ERROR_CODE_KEY_REVOKED and are closed.
 func WatchKeys(ctx context.Context, path string, k *Keyring, logger *slog.Logger) {
-	var last time.Time
-	if fi, err := os.Stat(path); err == nil {
-		last = fi.ModTime()
-	}
-	t := time.NewTicker(2 * time.Second)
+	last, _ := os.Stat(path)
+	t := time.NewTicker(KeysReloadInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -138,18 +185,16 @@ func WatchKeys(ctx context.Context, path string, k *Keyring, logger *slog.Logger
 		case <-t.C:
 		}
 		fi, err := os.Stat(path)
-		if err != nil || fi.ModTime().Equal(last) {
+		if err != nil || (last != nil && fi.ModTime().Equal(last.ModTime()) && fi.Size() == last.Size() && os.SameFile(fi, last)) {
 			continue
 		}
-		last = fi.ModTime()
+		last = fi
 		nk, err := LoadKeyring(path)
 		if err != nil {
 			logger.Error("keys file not reloaded", "err", err)
 			continue
 		}
-		k.mu.Lock()
-		k.keys = nk.keys
-		k.mu.Unlock()
+		k.replace(nk.keys)
 		logger.Info("keys file reloaded", "keys", len(nk.keys))
 	}
 }

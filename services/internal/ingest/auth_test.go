@@ -192,7 +192,7 @@ func TestWatchKeysReloads(t *testing.T) {
 		// lookup runs after the watcher has had a few ticks to notice.
 		lookup := func(key string) (string, error) {
 			t.Helper()
-			time.Sleep(5 * time.Second) // fake time: the watcher polls every 2 s
+			time.Sleep(5 * time.Second) // fake time: the watcher polls every second
 			synctest.Wait()
 			return k.Lookup(key)
 		}

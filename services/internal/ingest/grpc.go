@@ -24,11 +24,15 @@ type grpcService struct {
 }
 
 func (s *Server) newGRPCServer(ctx context.Context) *grpc.Server {
-	gs := grpc.NewServer(
+	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(s.cfg.MaxFrameBytes),
 		grpc.MaxConcurrentStreams(uint32(s.cfg.MaxConnections)),
-	)
+	}, s.grpcOpts...)
+	gs := grpc.NewServer(opts...)
 	ingestv1grpc.RegisterIngestServiceServer(gs, &grpcService{srv: s, ctx: ctx})
+	for _, register := range s.grpcRegister {
+		register(gs)
+	}
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(ingestv1grpc.IngestService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

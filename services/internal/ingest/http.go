@@ -35,6 +35,9 @@ func (s *Server) Handler(ctx context.Context) http.Handler {
 	mux.HandleFunc("POST /v1/events/ingest", s.handleIngest)
 	mux.HandleFunc("POST /v1/events/batch", s.handleBatch)
 	mux.HandleFunc("GET /v1/stream", func(w http.ResponseWriter, r *http.Request) { s.serveWS(ctx, w, r) })
+	for _, rt := range s.routes {
+		mux.Handle(rt.pattern, rt.h)
+	}
 	return mux
 }
 

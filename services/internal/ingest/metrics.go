@@ -24,6 +24,7 @@ type metrics struct {
 	ackSeconds  *prometheus.HistogramVec
 	batchEvents prometheus.Histogram
 	dropped     prometheus.Counter
+	appEvents   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,8 +59,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "causality_ingest_client_dropped_events_total",
 			Help: "Events that SDK queues reported dropping because they were full.",
 		}),
+		// One series per app of the keys file: what "no events from an app"
+		// alerts on.
+		appEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "causality_ingest_app_events_total",
+			Help: "Events accepted (in Kafka), by app.",
+		}, []string{"app"}),
 	}
-	for _, c := range []prometheus.Collector{m.conns, m.disconnects, m.frames, m.events, m.ackSeconds, m.batchEvents, m.dropped} {
+	for _, c := range []prometheus.Collector{m.conns, m.disconnects, m.frames, m.events, m.ackSeconds, m.batchEvents, m.dropped, m.appEvents} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -169,6 +169,7 @@ func (p *pipeline) ingestEncoded(ctx context.Context, transport, app string, b *
 			status, retry = ingestv1.EventStatus_EVENT_STATUS_RETRY, 1000
 		} else {
 			p.seen.add(passIDs...) // only after Kafka has them: a failed publish must stay retryable
+			p.countApps(pass)
 		}
 		for j, i := range passIdx {
 			results[i] = &ingestv1.EventResult{Status: status, EventId: pass[j].GetEventId(), RetryAfterMs: retry}
@@ -195,6 +196,19 @@ func (p *pipeline) ingestEncoded(ctx context.Context, transport, app string, b *
 	}
 	p.metrics.ackSeconds.WithLabelValues(transport).Observe(p.now().Sub(start).Seconds())
 	return &ingestv1.Ack{Seq: b.GetSeq(), Results: results}
+}
+
+// countApps adds accepted events to the per-app counter, once per run of
+// one app (a keyed stream carries one app; keyless dev HTTP may mix them).
+func (p *pipeline) countApps(events []*eventv1.Event) {
+	for i := 0; i < len(events); {
+		j := i + 1
+		for j < len(events) && events[j].GetAppId() == events[i].GetAppId() {
+			j++
+		}
+		p.metrics.appEvents.WithLabelValues(events[i].GetAppId()).Add(float64(j - i))
+		i = j
+	}
 }
 
 // stamp holds the fields of an event the pipeline may change.

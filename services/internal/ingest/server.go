@@ -98,6 +98,12 @@ type Server struct {
 	slots   chan struct{}
 	wsWG    sync.WaitGroup
 
+	// Set before Serve by RegisterGRPC and Handle: other services on the
+	// collector's ports (the admin API, the console).
+	grpcOpts     []grpc.ServerOption
+	grpcRegister []func(*grpc.Server)
+	routes       []route
+
 	tcp, grpcLn, http net.Listener
 }
 
@@ -190,6 +196,25 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	s.logger.Info("collector listening", "tcp", s.tcp.Addr().String(), "grpc", s.grpcLn.Addr().String(), "http", s.http.Addr().String())
 	return g.Wait()
+}
+
+type route struct {
+	pattern string
+	h       http.Handler
+}
+
+// RegisterGRPC has register add services to the collector's gRPC server,
+// built with opts too (interceptors must only act on their own services).
+// Call it before Serve.
+func (s *Server) RegisterGRPC(register func(*grpc.Server), opts ...grpc.ServerOption) {
+	s.grpcRegister = append(s.grpcRegister, register)
+	s.grpcOpts = append(s.grpcOpts, opts...)
+}
+
+// Handle adds a route to the collector's HTTP port (http.ServeMux
+// patterns). Call it before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.routes = append(s.routes, route{pattern, h})
 }
 
 // acquire takes a connection slot; false when the collector is full.

@@ -35,6 +35,7 @@ const (
 	byCredits      disconnect = "credits_exceeded"
 	bySendFailed   disconnect = "send_failed"
 	byHelloTimeout disconnect = "hello_timeout"
+	byRevoked      disconnect = "key_revoked"
 )
 
 // encodedReceiver is a stream that can also return, for a batch frame, the
@@ -97,7 +98,9 @@ func (s *session) run(ctx context.Context) disconnect {
 	// Hello.
 	hello := time.NewTimer(cfg.HelloTimeout)
 	defer hello.Stop()
-	var app string
+	var app, keySum string
+	var keyGen uint64
+	var keysChanged <-chan struct{}
 	select {
 	case r := <-frames:
 		if r.err != nil {
@@ -110,8 +113,16 @@ func (s *session) run(ctx context.Context) disconnect {
 			return byProtocol
 		}
 		m.frames.WithLabelValues(s.transport, "hello").Inc()
+		// Watch before the lookup, so that no change can fall in between.
+		keyGen, keysChanged = s.srv.keys.watch()
+		keySum = HashKey(h.GetApiKey())
 		var err error
-		if app, err = s.srv.keys.Lookup(h.GetApiKey()); err != nil {
+		if h.GetApiKey() == "" {
+			err = ErrUnknownKey
+		} else {
+			app, err = s.srv.keys.lookupHash(keySum)
+		}
+		if err != nil {
 			code := ingestv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED
 			if errors.Is(err, ErrRevokedKey) {
 				code = ingestv1.ErrorCode_ERROR_CODE_KEY_REVOKED
@@ -155,6 +166,17 @@ func (s *session) run(ctx context.Context) disconnect {
 	var drainTimer <-chan time.Time
 	shutdown := ctx.Done()
 	closing := disconnect("")
+	// keyHolds re-checks the key after the keyring changed.
+	keyHolds := func() bool {
+		keyGen, keysChanged = s.srv.keys.watch()
+		a, err := s.srv.keys.lookupHash(keySum)
+		return err == nil && a == app
+	}
+	revoked := func() disconnect {
+		s.waitAcks(&wg, acks, inflight, true)
+		s.fail(ingestv1.ErrorCode_ERROR_CODE_KEY_REVOKED, "ingest key revoked")
+		return byRevoked
+	}
 	for {
 		if closing != "" && len(inflight) == 0 {
 			return closing
@@ -188,6 +210,9 @@ func (s *session) run(ctx context.Context) disconnect {
 				frames = nil
 				closing = byGoodbye
 			case *ingestv1.ClientFrame_Batch:
+				if s.srv.keys.generation() != keyGen && !keyHolds() {
+					return revoked()
+				}
 				b := f.Batch
 				raw := r.raw
 				if len(b.GetCompressedEvents()) > 0 {
@@ -228,6 +253,10 @@ func (s *session) run(ctx context.Context) disconnect {
 			if !s.sendAck(a) {
 				s.waitAcks(&wg, acks, inflight, false)
 				return bySendFailed
+			}
+		case <-keysChanged:
+			if !keyHolds() {
+				return revoked()
 			}
 		case <-idle.C:
 			if closing != "" {

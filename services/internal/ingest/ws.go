@@ -35,7 +35,7 @@ func (s *Server) serveWS(ctx context.Context, w http.ResponseWriter, r *http.Req
 	why := s.newSession(st, TransportWS, r.RemoteAddr).run(ctx)
 	s.count(TransportWS, why)
 	code := websocket.StatusNormalClosure
-	if why == byProtocol || why == byAuth || why == byCredits {
+	if why == byProtocol || why == byAuth || why == byCredits || why == byRevoked {
 		code = websocket.StatusPolicyViolation
 	}
 	conn.Close(code, string(why))

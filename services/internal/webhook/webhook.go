@@ -152,8 +152,9 @@ type Sender struct {
 }
 
 // New returns a sender; cfg must have passed Validate. A process with
-// several senders gives each its own registerer, e.g.
-// prometheus.WrapRegistererWith(prometheus.Labels{"webhook": "anomalies"}, reg).
+// several kinds of senders gives each kind its own registerer, e.g.
+// prometheus.WrapRegistererWith(prometheus.Labels{"webhook": "anomalies"}, reg);
+// senders on the same registerer add up in the same metrics.
 func New(cfg Config, dlq DeadLetters, logger *slog.Logger, reg prometheus.Registerer) (*Sender, error) {
 	if len(cfg.URLs) > 0 && len(cfg.secret) == 0 {
 		return nil, errors.New("webhook sender: no secret (call Config.Validate)")
@@ -181,12 +182,35 @@ func New(cfg Config, dlq DeadLetters, logger *slog.Logger, reg prometheus.Regist
 			Name: "causality_webhook_attempt_seconds", Help: "Time of one POST.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.deliveries, s.attempts, s.latency} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register webhook metrics: %w", err)
-		}
+	// Senders on one registerer share its metrics (e.g. one sender per
+	// webhook of the rules, all counted under webhook="rules").
+	var err error
+	if s.deliveries, err = register(reg, s.deliveries); err != nil {
+		return nil, err
+	}
+	if s.attempts, err = register(reg, s.attempts); err != nil {
+		return nil, err
+	}
+	if s.latency, err = register(reg, s.latency); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// register registers c, or returns the collector already registered in
+// its place.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if old, ok := are.ExistingCollector.(C); ok {
+			return old, nil
+		}
+	}
+	if err != nil {
+		return c, fmt.Errorf("register webhook metrics: %w", err)
+	}
+	return c, nil
 }
 
 // Deliver POSTs body to every endpoint (concurrently) and returns when each

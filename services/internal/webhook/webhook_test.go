@@ -252,3 +252,45 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("secret %q: surrounding space must be trimmed", c.secret)
 	}
 }
+
+func TestSendersShareMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var senders []*Sender
+	for _, ep := range []*endpoint{newEndpoint(t), newEndpoint(t)} {
+		cfg := Config{URLs: []string{ep.srv.URL}, Timeout: 5 * time.Second, MaxAttempts: 1, Backoff: time.Millisecond, MaxBackoff: time.Millisecond, DedupSize: 10}
+		cfg.WithSecret(secret)
+		s, err := New(cfg, &letters{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.WrapRegistererWith(prometheus.Labels{"webhook": "rules"}, reg))
+		if err != nil {
+			t.Fatalf("a second sender on one registerer: %v", err)
+		}
+		senders = append(senders, s)
+	}
+	for i, s := range senders {
+		if err := s.Deliver(context.Background(), "id-"+string(rune('a'+i)), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered float64
+	for _, mf := range mfs {
+		if mf.GetName() == "causality_webhook_deliveries_total" {
+			for _, m := range mf.GetMetric() {
+				delivered += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if delivered != 2 {
+		t.Errorf("causality_webhook_deliveries_total = %v, want the 2 deliveries of both senders", delivered)
+	}
+	// A collector of another shape under the same name is still an error.
+	if err := reg.Register(prometheus.NewCounter(prometheus.CounterOpts{Name: "causality_webhook_attempt_seconds", Help: "x"})); err == nil {
+		t.Error("registering a clashing collector succeeded")
+	}
+	if _, err := New(Config{Timeout: time.Second, MaxAttempts: 1, Backoff: time.Millisecond, MaxBackoff: time.Millisecond, DedupSize: 1}, &letters{}, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		prometheus.WrapRegistererWith(prometheus.Labels{"other": "x"}, reg)); err == nil {
+		t.Error("a sender whose metrics clash with the registered ones was accepted")
+	}
+}

@@ -877,8 +877,8 @@ type RuleFiring struct {
 	RuleId   string `protobuf:"bytes,2,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`
 	RuleName string `protobuf:"bytes,3,opt,name=rule_name,json=ruleName,proto3" json:"rule_name,omitempty"`
 	AppId    string `protobuf:"bytes,4,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
-	// The device, when the subject has one.
-	InstallId string `protobuf:"bytes,5,opt,name=install_id,json=installId,proto3" json:"install_id,omitempty"`
+	// The device (the subject's device_id), when the subject has one.
+	DeviceId string `protobuf:"bytes,5,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// Event time of the subject, milliseconds since the epoch.
 	TimeMs int64 `protobuf:"varint,6,opt,name=time_ms,json=timeMs,proto3" json:"time_ms,omitempty"`
 	// Matches counted by the rate condition (1 without one).
@@ -950,9 +950,9 @@ func (x *RuleFiring) GetAppId() string {
 	return ""
 }
 
-func (x *RuleFiring) GetInstallId() string {
+func (x *RuleFiring) GetDeviceId() string {
 	if x != nil {
-		return x.InstallId
+		return x.DeviceId
 	}
 	return ""
 }
@@ -1130,15 +1130,14 @@ const file_causality_admin_v1_admin_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x16\n" +
 	"\x06secret\x18\x04 \x01(\tR\x06secret\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb3\x02\n" +
+	"createTime\"\xb1\x02\n" +
 	"\n" +
 	"RuleFiring\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\arule_id\x18\x02 \x01(\tR\x06ruleId\x12\x1b\n" +
 	"\trule_name\x18\x03 \x01(\tR\bruleName\x12\x15\n" +
-	"\x06app_id\x18\x04 \x01(\tR\x05appId\x12\x1d\n" +
-	"\n" +
-	"install_id\x18\x05 \x01(\tR\tinstallId\x12\x17\n" +
+	"\x06app_id\x18\x04 \x01(\tR\x05appId\x12\x1b\n" +
+	"\tdevice_id\x18\x05 \x01(\tR\bdeviceId\x12\x17\n" +
 	"\atime_ms\x18\x06 \x01(\x03R\x06timeMs\x12\x18\n" +
 	"\amatches\x18\a \x01(\x05R\amatches\x121\n" +
 	"\x05event\x18\b \x01(\v2\x19.causality.event.v1.EventH\x00R\x05event\x128\n" +

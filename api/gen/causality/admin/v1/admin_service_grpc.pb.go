@@ -41,7 +41,7 @@ const (
 // AdminService manages apps, ingest keys, rules and webhooks. It is served by
 // the collector on its gRPC port and, the same calls in protobuf JSON, on its
 // HTTP port as POST /causality.admin.v1.AdminService/<Method>. Every call
-// needs "authorization: Bearer TOKEN" with a token of -admin.token-file.
+// needs "authorization: Bearer TOKEN" with a token of the collector's -adminapi.tokens-file.
 type AdminServiceClient interface {
 	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
 	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
@@ -207,7 +207,7 @@ func (c *adminServiceClient) DeleteWebhook(ctx context.Context, in *DeleteWebhoo
 // AdminService manages apps, ingest keys, rules and webhooks. It is served by
 // the collector on its gRPC port and, the same calls in protobuf JSON, on its
 // HTTP port as POST /causality.admin.v1.AdminService/<Method>. Every call
-// needs "authorization: Bearer TOKEN" with a token of -admin.token-file.
+// needs "authorization: Bearer TOKEN" with a token of the collector's -adminapi.tokens-file.
 type AdminServiceServer interface {
 	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
 	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
