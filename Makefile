@@ -86,7 +86,7 @@ bench: build ## benchmarks against the real servers; results go in docs/benchmar
 	  rc=0; go test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./services/... | tee .causality/bench.txt || rc=$$?; \
 	  $(SERVERS) down; exit $$rc
 
-eval: build ## labelled evaluation: scenarios through collector, Kafka and detector -> docs/evaluation.md, docs/evaluation.png (~7 min)
+eval: build ## labelled evaluation: every scenario with 3 seeds through collector, Kafka and detector -> docs/evaluation.md, docs/evaluation.png (~12 min)
 	$(SERVERS) up
 	mkdir -p .causality
 	eval "$$($(SERVERS) env)"; set -o pipefail; rc=0; \

@@ -67,6 +67,32 @@ type platformState struct {
 	Windows        int64
 	LastStart      int64
 	Types, Screens Markov
+	// Decayed counts of active devices with each device signal (emulator,
+	// jailbroken, inconsistent) and of all active devices, over every cohort:
+	// the population's share, which a cohort's own baseline (a few hundred
+	// devices, maybe none with a signal) may underestimate.
+	Signals [numSignals]float64
+	Active  float64
+	// Active devices of the last complete window (all cohorts), and of the
+	// window being closed.
+	WindowDevices, OpenDevices int64
+}
+
+// numSignals are the device signals whose share is watched: emulator,
+// jailbroken, inconsistent context.
+const numSignals = 3
+
+// signalShare is the share of devices with signal j to expect from what the
+// platform has learned: its share of active devices, but at least 3/n for n
+// devices in a window (a share seen as 0 in n devices could still be up to
+// about 3/n: the rule of three), so that a population that by chance
+// showed no such device does not make a few of them look like an attack.
+// It is 0 until the platform has learned minWindows windows.
+func (ps *platformState) signalShare(j int, minWindows int64) float64 {
+	if ps.Windows < minWindows || ps.Active <= 0 || ps.WindowDevices <= 0 {
+		return 0
+	}
+	return max(ps.Signals[j]/ps.Active, 3/float64(ps.WindowDevices))
 }
 
 func (d *Detector) app(id string) *appState {
@@ -139,15 +165,22 @@ type baseline struct {
 
 // cohortWin is what a cohort did in one open window.
 type cohortWin struct {
-	Start, End         int64
-	Events             float64
-	Types              []float64
-	TypeTr, ScreenTr   map[uint32]float64
-	Devices            int64
-	Emu, Jail, Odd     int64
-	IDs                []string // devices seen, at most maxListed
-	EmuIDs, JailIDs    []string
-	OddIDs             []string
+	Start, End       int64
+	Events           float64
+	Types            []float64
+	TypeTr, ScreenTr map[uint32]float64
+	Devices          int64
+	Emu, Jail, Odd   int64
+	IDs              []string // devices seen, at most maxListed
+	EmuIDs, JailIDs  []string
+	OddIDs           []string
+	// Devices new to the cohort in this window (Fresh), and of them those
+	// with each signal (emulator, jailbroken, inconsistent): a farm of new
+	// installs stands out among the newcomers before it moves the share of
+	// the whole cohort.
+	Fresh              int64
+	FreshSig           [numSignals]int64
+	FreshIDs           [numSignals][]string
 	Gaps               []float64 // reservoir sample of gaps between a device's events, ms
 	GapsSeen           int64
 	GapSeed            uint64
@@ -376,6 +409,19 @@ func (s *scale) closeBy(b int64) []*cohortWin {
 	return out
 }
 
+// shareTest is the device-signal check of one signal: x of n devices carry
+// it where a share p is expected. It returns the binomial z and whether it
+// is a hit: z at least ShareZ·f, at least ShareMinDevices such devices and
+// a share at least ShareRatio times the expected one (p floored at
+// ShareFloor).
+func (th Thresholds) shareTest(x, n, p, f float64) (z float64, hit bool) {
+	if n <= 0 {
+		return 0, false
+	}
+	z = BinomialZ(x, n, p, th.ShareFloor)
+	return z, z >= th.ShareZ*f && x >= th.ShareMinDevices && x/n >= th.ShareRatio*max(p, th.ShareFloor)
+}
+
 // add counts one event of device dv (nil when untracked) at scale i.
 func (w *cohortWin) add(typ uint16, dv *device, i int) {
 	w.Events++
@@ -386,6 +432,15 @@ func (w *cohortWin) add(typ uint16, dv *device, i int) {
 	dv.Seen[i] = w.Start
 	w.Devices++
 	w.IDs = appendListed(w.IDs, dv.ID)
+	if dv.Joined >= w.Start {
+		w.Fresh++
+		for j, on := range [numSignals]bool{dv.Emulator, dv.Jailbroken, dv.Odd != ""} {
+			if on {
+				w.FreshSig[j]++
+				w.FreshIDs[j] = appendListed(w.FreshIDs[j], dv.ID)
+			}
+		}
+	}
 	if dv.Emulator {
 		w.Emu++
 		w.EmuIDs = appendListed(w.EmuIDs, dv.ID)
@@ -419,15 +474,16 @@ func (w *cohortWin) addGap(g float64) {
 	}
 }
 
-// verdict applies the alert rule to one kind at one scale and emits on the
-// rising edge.
-func (d *Detector) verdict(b *baseline, kind detectv1.AnomalyKind, hit bool, skip int64, make func() *detectv1.Anomaly) {
-	b.Hist[kind] = b.Hist[kind].Skip(skip).Push(hit)
-	fires := d.cfg.Rule.Fires(b.Hist[kind])
-	if fires && !b.Firing[kind] && make != nil {
+// verdict applies the alert rule to one kind at one scale and emits when an
+// episode starts (Rule.Step); score and threshold are the anomaly's, for
+// the escalation.
+func (d *Detector) verdict(b *baseline, kind detectv1.AnomalyKind, hit bool, score, threshold float64, skip int64, make func() *detectv1.Anomaly) {
+	strong := Escalates(score, threshold, d.cfg.Escalate)
+	var start bool
+	b.Hist[kind], b.Firing[kind], start = d.cfg.Rule.Step(b.Hist[kind], b.Firing[kind], skip, hit, strong)
+	if start && make != nil {
 		d.emit(make())
 	}
-	b.Firing[kind] = fires
 }
 
 // closeWindow scores a closed window of cohort c at scale i against the
@@ -489,7 +545,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 			}
 			thr *= f
 			mixHit = jsd >= thr && z >= th.MixZ
-			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_MIX_SHIFT, mixHit, skip, func() *detectv1.Anomaly {
+			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_MIX_SHIFT, mixHit, jsd, thr, skip, func() *detectv1.Anomaly {
 				an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_MIX_SHIFT, c, "", win, jsd, thr, rule)
 				med, sig, _ := b.JSD.Stats()
 				an.Baseline = summary(nanZero(med), nanZero(sig), jsd, -1)
@@ -500,7 +556,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 		}
 	}
 	if !mixCounted || !warm {
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_MIX_SHIFT, false, skip, nil)
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_MIX_SHIFT, false, 0, 0, skip, nil)
 	}
 
 	// Transitions: mean negative log-likelihood under the Markov model.
@@ -518,7 +574,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 	if warm && nTrans >= th.TransMinCount && n >= 5 {
 		z := RobustZ(nll, med, sig, 0.02)
 		transHit = z >= th.TransZ*f && nll-med >= th.TransMinDelta*f
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RARE_TRANSITIONS, transHit, skip, func() *detectv1.Anomaly {
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RARE_TRANSITIONS, transHit, z, th.TransZ*f, skip, func() *detectv1.Anomaly {
 			an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_RARE_TRANSITIONS, c, "", win, z, th.TransZ*f, rule)
 			an.Baseline = summary(med, sig, nll, -1)
 			an.Evidence = transitionEvidence(a, b, w, typeTerms, screenTerms, med)
@@ -526,7 +582,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 			return an
 		})
 	} else {
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RARE_TRANSITIONS, false, skip, nil)
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RARE_TRANSITIONS, false, 0, 0, skip, nil)
 	}
 
 	// Rate: events per active device, seasonal EWMA + CUSUM.
@@ -543,7 +599,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 		b.Cusum = min(CUSUM(b.Cusum, z, th.RateCusumK), 2*th.RateCusumH)
 		thr := th.RateCusumH * f
 		rateHit = b.Cusum >= thr
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RATE_SPIKE, rateHit, skip, func() *detectv1.Anomaly {
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RATE_SPIKE, rateHit, b.Cusum, thr, skip, func() *detectv1.Anomaly {
 			an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_RATE_SPIKE, c, "", win, b.Cusum, thr, rule)
 			an.Baseline = summary(mean, sd, epd, used)
 			an.Evidence = []*detectv1.Evidence{{Key: "events_per_device", Observed: epd, Expected: mean, Contribution: 1}}
@@ -551,7 +607,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 			return an
 		})
 	} else {
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RATE_SPIKE, false, skip, nil)
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_RATE_SPIKE, false, 0, 0, skip, nil)
 	}
 
 	// Timing: the median gap between a device's events, robust z.
@@ -564,7 +620,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 			z := RobustZ(gapMed, hmed, hsig, 0.05*hmed)
 			rel := math.Abs(gapMed-hmed) / hmed
 			timingHit = math.Abs(z) >= th.TimingZ*f && rel >= th.TimingMinRel
-			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, timingHit, skip, func() *detectv1.Anomaly {
+			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, timingHit, math.Abs(z), th.TimingZ*f, skip, func() *detectv1.Anomaly {
 				an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, c, "", win, math.Abs(z), th.TimingZ*f, rule)
 				an.Baseline = summary(hmed, hsig, gapMed, -1)
 				an.Evidence = []*detectv1.Evidence{{Key: "median_gap_ms", Observed: gapMed, Expected: hmed, Contribution: 1}}
@@ -572,36 +628,61 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 				return an
 			})
 		} else {
-			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, false, skip, nil)
+			d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, false, 0, 0, skip, nil)
 		}
 	} else {
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, false, skip, nil)
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_SHIFT, false, 0, 0, skip, nil)
 	}
 
-	// Device signals: emulator, jailbroken and inconsistent shares.
+	// Device signals: emulator, jailbroken and inconsistent shares, of all
+	// active devices and of the devices new to the cohort, against the
+	// larger of the cohort's usual share and the platform's.
 	shareHit := false
 	type signal struct {
-		key  string
-		x    int64
-		base *EWMA
-		ids  []string
+		key       string
+		x         int64
+		base      *EWMA
+		ids       []string
+		fresh     int64
+		freshIDs  []string
+		p         float64 // expected share
+		freshTest bool    // the hit is among the new devices
 	}
-	sigs := []signal{{"emulator_share", w.Emu, &b.Emu, w.EmuIDs}, {"jailbroken_share", w.Jail, &b.Jail, w.JailIDs}, {"inconsistent_context_share", w.Odd, &b.Odd, w.OddIDs}}
+	sigs := []signal{
+		{key: "emulator_share", x: w.Emu, base: &b.Emu, ids: w.EmuIDs},
+		{key: "jailbroken_share", x: w.Jail, base: &b.Jail, ids: w.JailIDs},
+		{key: "inconsistent_context_share", x: w.Odd, base: &b.Odd, ids: w.OddIDs},
+	}
 	var flagged []string
 	if warm && w.Devices > 0 && b.Emu.N >= int64(d.cfg.Warmup) {
 		best, bestZ := -1, 0.0
 		n := float64(w.Devices)
 		var ev []*detectv1.Evidence
-		for j, sg := range sigs {
-			p := sg.base.Mean
-			z := BinomialZ(float64(sg.x), n, p, th.ShareFloor)
-			share := float64(sg.x) / n
-			if z >= th.ShareZ*f && float64(sg.x) >= th.ShareMinDevices && share >= th.ShareRatio*max(p, th.ShareFloor) {
-				ev = append(ev, &detectv1.Evidence{Key: sg.key, Observed: share, Expected: p, Contribution: z})
-				flagged = appendUnique(flagged, sg.ids...)
-				if z > bestZ {
-					best, bestZ = j, z
+		for j := range sigs {
+			sg := &sigs[j]
+			sg.fresh, sg.freshIDs = w.FreshSig[j], w.FreshIDs[j]
+			sg.p = max(sg.base.Mean, ps.signalShare(j, int64(d.cfg.Warmup)))
+			z, hit := th.shareTest(float64(sg.x), n, sg.p, f)
+			zf, hitFresh := th.shareTest(float64(sg.fresh), float64(w.Fresh), sg.p, f)
+			if hit {
+				ev = append(ev, &detectv1.Evidence{Key: sg.key, Observed: float64(sg.x) / n, Expected: sg.p, Contribution: z})
+				// Devices that carried the signal while the share was usual are
+				// the cohort's normal, not behind the finding.
+				for _, id := range sg.ids {
+					if dv := d.st.Devices[c.Key.App+"\x00"+id]; dv == nil || !dv.Usual {
+						flagged = appendUnique(flagged, id)
+					}
 				}
+			}
+			if hitFresh {
+				ev = append(ev, &detectv1.Evidence{Key: sg.key + "_of_new_devices", Observed: float64(sg.fresh) / float64(w.Fresh), Expected: sg.p, Contribution: zf})
+				flagged = appendUnique(flagged, sg.freshIDs...)
+			}
+			if hit && z > bestZ {
+				best, bestZ, sg.freshTest = j, z, false
+			}
+			if hitFresh && zf > bestZ {
+				best, bestZ, sg.freshTest = j, zf, true
 			}
 		}
 		shareHit = best >= 0
@@ -612,7 +693,7 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 		mk := func(devices []string) *detectv1.Anomaly {
 			an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, c, "", win, bestZ, th.ShareZ*f, rule)
 			sg := sigs[best]
-			an.Baseline = summary(sg.base.Mean, sg.base.SD(), float64(sg.x)/n, -1)
+			an.Baseline = summary(sg.p, sg.base.SD(), float64(sg.x)/n, -1)
 			var total float64
 			for _, e := range ev {
 				total += e.Contribution
@@ -631,11 +712,16 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 					b.Reported[id] = true
 				}
 			}
-			an.Summary = fmt.Sprintf("%d of %d active devices with %s, expected share %.4f (binomial z %.1f)", sg.x, w.Devices, strings.TrimSuffix(sg.key, "_share"), sg.base.Mean, bestZ)
+			what := strings.TrimSuffix(sg.key, "_share")
+			if sg.freshTest {
+				an.Summary = fmt.Sprintf("%d of %d devices new to the cohort with %s, expected share %.4f (binomial z %.1f)", sg.fresh, w.Fresh, what, sg.p, bestZ)
+			} else {
+				an.Summary = fmt.Sprintf("%d of %d active devices with %s, expected share %.4f (binomial z %.1f)", sg.x, w.Devices, what, sg.p, bestZ)
+			}
 			return an
 		}
 		emitted := false
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, shareHit, skip, func() *detectv1.Anomaly {
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, shareHit, bestZ, th.ShareZ*f, skip, func() *detectv1.Anomaly {
 			emitted = true
 			var recent []string
 			for _, ids := range b.SignalIDs {
@@ -659,7 +745,18 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 			b.Reported = nil
 		}
 	} else {
-		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, false, skip, nil)
+		d.verdict(b, detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, false, 0, 0, skip, nil)
+	}
+	if i == 0 && !shareHit {
+		// Devices with a signal in a window whose shares were usual are part
+		// of the cohort's normal: later findings do not name them.
+		for _, ids := range [][]string{w.EmuIDs, w.JailIDs, w.OddIDs} {
+			for _, id := range ids {
+				if dv := d.st.Devices[c.Key.App+"\x00"+id]; dv != nil {
+					dv.Usual = true
+				}
+			}
+		}
 	}
 
 	// Learn: fully from what did not alert, with a small weight from what
@@ -691,9 +788,16 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 		} else {
 			ps.Windows++
 			ps.LastStart = w.Start
+			ps.WindowDevices, ps.OpenDevices = ps.OpenDevices, 0
 		}
+		ps.OpenDevices += w.Devices
 		ps.Types.Learn(w.TypeTr, decay, weight(transHit))
 		ps.Screens.Learn(w.ScreenTr, decay, weight(transHit))
+		wt := weight(shareHit)
+		for j, x := range [numSignals]int64{w.Emu, w.Jail, w.Odd} {
+			ps.Signals[j] = ps.Signals[j]*decay + float64(x)*wt
+		}
+		ps.Active = ps.Active*decay + float64(w.Devices)*wt
 	}
 	if w.Devices > 0 {
 		b.Rate.Add(hour, epd, d.alpha[i], weight(rateHit))

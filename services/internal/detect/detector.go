@@ -45,6 +45,9 @@ type Config struct {
 	Warmup int
 	// Cohort alert rule and per-device rule for statistical device checks.
 	Rule, DeviceRule Rule
+	// Escalate: a window whose score is at least this many times its
+	// threshold alerts at once, without waiting for the rule (0: never).
+	Escalate float64
 	// Event ids remembered to drop duplicates.
 	DedupSize int
 	// Event time without events after which a device's state is dropped.
@@ -103,6 +106,7 @@ func DefaultConfig() Config {
 		Warmup:     10,
 		Rule:       Rule{K: 2, N: 3},
 		DeviceRule: Rule{K: 2, N: 3},
+		Escalate:   3,
 		DedupSize:  1 << 20,
 		DeviceTTL:  30 * time.Minute,
 		MaxDevices: 1 << 20,
@@ -132,6 +136,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Warmup, "detect.warmup", c.Warmup, "windows a cohort baseline learns before it alerts")
 	fs.Var(&c.Rule, "detect.rule", "cohort alert rule: K/N = the threshold crossed in K of the last N windows")
 	fs.Var(&c.DeviceRule, "detect.device-rule", "alert rule of the statistical per-device checks (timing regularity, forged sequences), K/N")
+	fs.Float64Var(&c.Escalate, "detect.escalate", c.Escalate, "a window whose score is at least this many times its threshold alerts at once, without waiting for the rules (0 = never)")
 	fs.IntVar(&c.DedupSize, "detect.dedup-size", c.DedupSize, "recent event ids remembered to ignore duplicates (about 40 bytes each)")
 	fs.DurationVar(&c.DeviceTTL, "detect.device-ttl", c.DeviceTTL, "event time without events after which a device's state is forgotten")
 	fs.IntVar(&c.MaxDevices, "detect.max-devices", c.MaxDevices, "most devices tracked at once (new devices beyond it are scored only in their cohort)")
@@ -168,6 +173,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-detect.device-ttl must be at least the smallest window (%s)", c.Windows[0])
 	case c.MaxDevices < 1 || c.MaxCohorts < 1:
 		return errors.New("-detect.max-devices and -detect.max-cohorts must be at least 1")
+	case c.Escalate != 0 && !(c.Escalate >= 1):
+		return fmt.Errorf("-detect.escalate: %g must be 0 (off) or at least 1", c.Escalate)
 	}
 	for name, r := range map[string]Rule{"-detect.rule": c.Rule, "-detect.device-rule": c.DeviceRule} {
 		if r.K < 1 || r.N < r.K || r.N > 64 {

@@ -435,3 +435,155 @@ func TestMemoryBounds(t *testing.T) {
 		}
 	})
 }
+
+// TestEscalation: a window whose score is far beyond its threshold alerts
+// when that window closes, without waiting for the second window of the
+// 2-of-3 rule; without escalation the same devices are found a window
+// later at the earliest. An emulator of the genuine fleet, there before the
+// farm arrived, is part of the cohort's normal and never named.
+func TestEscalation(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		escalate float64
+	}{{"on", 3}, {"off", 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Escalate = tt.escalate
+			r := &recorder{d: newDetector(t, cfg)}
+			f := newFleet(11)
+			f.add(600, t0, genuine, genuineMix)
+			old := f.add(1, t0, genuine, emulatorCtx)[0]
+			at := t0 + 30*minute
+			f.until(at, r.feed)
+			if len(r.found) > 0 {
+				t.Fatalf("anomalies before the tampering started:%s", describe(r.found))
+			}
+			bots := f.add(4, at, bot, func(int) *eventv1.DeviceContext { return iosCtx() })
+			farm := f.add(12, at, genuine, emulatorCtx)
+			f.until(at+6*minute, r.feed)
+			r.flush()
+
+			first := map[detectv1.AnomalyKind]map[string]int64{} // kind -> device -> watermark of its first naming
+			for _, a := range r.found {
+				devs := a.GetDevices()
+				if a.GetDeviceId() != "" {
+					devs = []string{a.GetDeviceId()}
+				}
+				for _, id := range devs {
+					if id == old.id {
+						t.Errorf("the fleet's own emulator is named:%s", describe([]*detectv1.Anomaly{a}))
+					}
+					if first[a.GetKind()] == nil {
+						first[a.GetKind()] = map[string]int64{}
+					}
+					if _, ok := first[a.GetKind()][id]; !ok {
+						first[a.GetKind()][id] = a.GetWatermarkMs()
+					}
+				}
+			}
+			// The first window of the tampering is [at, at+1m); the second closes
+			// at at+2m.
+			second := at + 2*minute
+			check := func(kind detectv1.AnomalyKind, devs []*fdev, mustFind bool) {
+				t.Helper()
+				for _, d := range devs {
+					wm, ok := first[kind][d.id]
+					switch {
+					case tt.escalate > 0 && (!ok || wm >= second):
+						t.Errorf("%s of %s not found when its first window closed (found %v at %s):%s", kind, d.id, ok,
+							time.UnixMilli(wm).UTC().Format("15:04:05"), describe(r.found))
+					case tt.escalate == 0 && ok && wm < second:
+						t.Errorf("%s of %s found in its first window without escalation", kind, d.id)
+					case tt.escalate == 0 && mustFind && !ok:
+						t.Errorf("%s of %s never found", kind, d.id)
+					}
+				}
+			}
+			check(detectv1.AnomalyKind_ANOMALY_KIND_TIMING_REGULARITY, bots, true)
+			check(detectv1.AnomalyKind_ANOMALY_KIND_DEVICE_SIGNALS, farm, false)
+		})
+	}
+}
+
+// TestNewcomersAtPopulationRates: a wave of new genuine devices (a
+// marketing spike) brings jailbroken devices at the population's rate into a
+// cohort whose own devices happened to have none: not an anomaly.
+func TestNewcomersAtPopulationRates(t *testing.T) {
+	r := &recorder{d: newDetector(t, testConfig())}
+	f := newFleet(12)
+	f.add(150, t0, genuine, func(int) *eventv1.DeviceContext { return iosCtx() })
+	f.add(100, t0, genuine, func(i int) *eventv1.DeviceContext {
+		c := iosCtx()
+		c.AppVersion, c.BuildNumber = "2.4.0", "2400"
+		c.IsJailbroken = i == 0
+		return c
+	})
+	at := t0 + 30*minute
+	f.until(at, r.feed)
+	f.add(300, at, genuine, func(i int) *eventv1.DeviceContext {
+		c := iosCtx()
+		c.IsJailbroken = i%100 < 2 // 2% of the newcomers: 6 devices
+		return c
+	})
+	f.until(at+8*minute, r.feed)
+	r.flush()
+	if len(r.found) > 0 {
+		t.Errorf("anomalies on a spike of genuine devices:%s", describe(r.found))
+	}
+}
+
+// TestFunnel: a purchase without checkout_start in its session is a bypass,
+// even when a checkout was abandoned in an earlier session, and even when
+// timestamps put the device's events slightly out of sequence; a purchase
+// after a checkout_start of its session is not.
+func TestFunnel(t *testing.T) {
+	type step struct {
+		session string
+		seq     uint64
+		at      int64 // ms after t0
+		payload func(*eventv1.Event)
+	}
+	start := func(s string, seq uint64, at int64) step { return step{s, seq, at, appStart()} }
+	tests := []struct {
+		name  string
+		steps []step
+		want  bool
+	}{
+		{"checkout then purchase", []step{start("s1", 1, 0), {"s1", 2, 1000, checkoutStart()}, {"s1", 3, 2000, purchase()}}, false},
+		{"purchase alone", []step{start("s1", 1, 0), {"s1", 2, 1000, addToCart()}, {"s1", 3, 2000, purchase()}}, true},
+		{"a checkout abandoned in an earlier session", []step{
+			start("s1", 1, 0), {"s1", 2, 1000, checkoutStart()},
+			start("s2", 3, 20_000), {"s2", 4, 21_000, addToCart()}, {"s2", 5, 22_000, purchase()},
+		}, true},
+		{"the purchase timed after the next event", []step{
+			start("s1", 1, 0), {"s1", 2, 1000, addToCart()}, {"s1", 3, 1400, purchase()}, {"s1", 4, 1300, scroll()},
+		}, true},
+		{"events lost before the purchase: not judged", []step{
+			start("s1", 1, 0), {"s1", 2, 1000, addToCart()}, {"s1", 5, 2000, purchase()},
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Genuine history first, then the device's steps among the fleet's.
+			r := &recorder{d: newDetector(t, testConfig())}
+			f := newFleet(13)
+			f.add(50, t0, genuine, genuineMix)
+			at := t0 + 15*minute
+			f.until(at, r.feed)
+			for i, s := range tt.steps {
+				e := &eventv1.Event{EventId: fmt.Sprint("e", i), AppId: "shop", DeviceId: "d1", InstallId: "i1", SessionId: s.session,
+					Sequence: s.seq, TimestampMs: at + s.at, DeviceContext: androidCtx()}
+				s.payload(e)
+				r.feed(e)
+			}
+			f.until(at+3*minute, r.feed)
+			r.flush()
+			got := slices.ContainsFunc(r.found, func(a *detectv1.Anomaly) bool {
+				return a.GetKind() == detectv1.AnomalyKind_ANOMALY_KIND_FUNNEL_BYPASS && a.GetDeviceId() == "d1"
+			})
+			if got != tt.want {
+				t.Errorf("funnel bypass found %v, want %v:%s", got, tt.want, describe(r.found))
+			}
+		})
+	}
+}

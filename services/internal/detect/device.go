@@ -55,6 +55,8 @@ type device struct {
 	Odd          string // why its context is inconsistent, "" when it is not
 	LastSeen     int64
 	Seen         [4]int64 // per window size, the start of the window it was last counted in
+	Joined       int64    // event time it joined its cohort (first event, or an app update)
+	Usual        bool     // counted with a device signal in a window whose shares were usual
 
 	// Replays, checked on arrival.
 	MaxSeq  uint64
@@ -114,7 +116,9 @@ func (d *Detector) device(a *appState, c *cohort, e *eventv1.Event, t int64) *de
 		dv.Odd = inconsistent(ctx)
 		d.st.Devices[key] = dv
 	}
-	dv.Cohort = c.ID
+	if dv.Cohort != c.ID {
+		dv.Cohort, dv.Joined = c.ID, t
+	}
 	dv.LastSeen = max(dv.LastSeen, t)
 	return dv
 }
@@ -235,6 +239,16 @@ func (d *Detector) sequence(dv *device, b int64) {
 	for n < len(dv.Buf) && dv.Buf[n].T < b {
 		n++
 	}
+	// The window's sequence numbers: an event numbered above the next one
+	// expected shows lost events only if the numbers between are not here
+	// (timestamps may put a device's events slightly out of sequence).
+	seqs := make([]uint64, 0, n)
+	for _, e := range dv.Buf[:n] {
+		if e.Seq > 0 {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	slices.Sort(seqs)
 	for _, e := range dv.Buf[:n] {
 		c := d.st.Cohorts[e.Cohort]
 		if c == nil {
@@ -244,6 +258,9 @@ func (d *Detector) sequence(dv *device, b int64) {
 		if e.Type == typeAppStart || e.Session != dv.Session {
 			dv.Session, dv.LastScreen = e.Session, screenStart
 			dv.TokN = 0
+			// A checkout does not outlive its session: one abandoned earlier
+			// must not let a later purchase without checkout pass.
+			dv.CheckoutOpen = false
 			if e.Type == typeAppStart {
 				dv.Known = true
 			}
@@ -251,7 +268,7 @@ func (d *Detector) sequence(dv *device, b int64) {
 		if !dv.Started && e.Seq == 1 {
 			dv.Known = true
 		}
-		if e.Seq > 0 && dv.LastSeq > 0 && e.Seq > dv.LastSeq+1 {
+		if e.Seq > 0 && dv.LastSeq > 0 && e.Seq > dv.LastSeq+1 && seqGap(seqs, dv.LastSeq, e.Seq) {
 			dv.Known = false // events were lost: the flow cannot be judged until the next start
 		}
 		if dv.Started {
@@ -287,13 +304,32 @@ func (d *Detector) sequence(dv *device, b int64) {
 		}
 		dv.Toks[0], dv.Toks[1], dv.Toks[2] = dv.Toks[1], dv.Toks[2], tok
 		dv.TokN++
-		dv.Started, dv.LastT, dv.LastType, dv.LastSeq = true, e.T, e.Type, e.Seq
+		// The highest sequence number so far, unless numbering restarted (a
+		// reinstall) or the event has none.
+		if e.Seq == 0 || e.Seq > dv.LastSeq || dv.LastSeq-e.Seq >= seqWindow {
+			dv.LastSeq = e.Seq
+		}
+		dv.Started, dv.LastT, dv.LastType = true, e.T, e.Type
 	}
 	rest := copy(dv.Buf, dv.Buf[n:])
 	dv.Buf = dv.Buf[:rest]
 	if cap(dv.Buf) > 256 && rest < cap(dv.Buf)/4 {
 		dv.Buf = slices.Clip(dv.Buf)
 	}
+}
+
+// seqGap reports whether a sequence number strictly between last and next
+// is missing from seqs (sorted).
+func seqGap(seqs []uint64, last, next uint64) bool {
+	if next-last-1 > uint64(len(seqs)) {
+		return true // more numbers missing than there are events
+	}
+	for s := last + 1; s < next; s++ {
+		if _, found := slices.BinarySearch(seqs, s); !found {
+			return true
+		}
+	}
+	return false
 }
 
 // addTrans counts a transition in the cohort's windows and remembers it for
@@ -544,7 +580,7 @@ func (d *Detector) checkDevices(devs []*device, w Window) {
 				cv = 0 // all gaps 0: as regular as it gets
 			}
 			score := 1 / max(cv, 1e-3)
-			d.deviceVerdict(dv, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_REGULARITY, cv < th.CVMax, false, d.cfg.DeviceRule, skip, func() *detectv1.Anomaly {
+			d.deviceVerdict(dv, detectv1.AnomalyKind_ANOMALY_KIND_TIMING_REGULARITY, cv < th.CVMax, Escalates(score, 1/th.CVMax, d.cfg.Escalate), d.cfg.DeviceRule, skip, func() *detectv1.Anomaly {
 				an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_TIMING_REGULARITY, c, dv.ID, w, score, 1/th.CVMax, d.cfg.DeviceRule)
 				an.Baseline = base(1, 0, cv)
 				an.Evidence = []*detectv1.Evidence{
@@ -561,7 +597,7 @@ func (d *Detector) checkDevices(devs []*device, w Window) {
 		// Identical paths across devices.
 		others := same[sigs[j]]
 		sameHit := sigs[j] != 0 && len(others) >= th.PathMinDevices
-		d.deviceVerdict(dv, detectv1.AnomalyKind_ANOMALY_KIND_IDENTICAL_PATHS, sameHit, false, d.cfg.DeviceRule, skip, func() *detectv1.Anomaly {
+		d.deviceVerdict(dv, detectv1.AnomalyKind_ANOMALY_KIND_IDENTICAL_PATHS, sameHit, Escalates(float64(len(others)), float64(th.PathMinDevices), d.cfg.Escalate), d.cfg.DeviceRule, skip, func() *detectv1.Anomaly {
 			an := d.newAnomaly(detectv1.AnomalyKind_ANOMALY_KIND_IDENTICAL_PATHS, c, dv.ID, w, float64(len(others)), float64(th.PathMinDevices), d.cfg.DeviceRule)
 			an.Baseline = base(1, 0, float64(len(others)))
 			an.Devices = appendUnique(nil, others...)
@@ -614,13 +650,13 @@ func transitionName(a *appState, tr trans) string {
 	return "type:" + TypeName(f) + ">" + TypeName(t)
 }
 
-// deviceVerdict applies a device rule to one kind and emits on the rising
-// edge; strong findings fire without waiting for the rule.
+// deviceVerdict applies a device rule to one kind and emits when an
+// episode starts (Rule.Step); strong findings fire without waiting for the
+// rule.
 func (d *Detector) deviceVerdict(dv *device, kind detectv1.AnomalyKind, hit, strong bool, rule Rule, skip int64, make func() *detectv1.Anomaly) {
-	dv.Hist[kind] = dv.Hist[kind].Skip(skip).Push(hit)
-	fires := strong || rule.Fires(dv.Hist[kind])
-	if fires && !dv.Firing[kind] && make != nil {
+	var start bool
+	dv.Hist[kind], dv.Firing[kind], start = rule.Step(dv.Hist[kind], dv.Firing[kind], skip, hit, strong)
+	if start && make != nil {
 		d.emit(make())
 	}
-	dv.Firing[kind] = fires || dv.Firing[kind] && rule.Fires(dv.Hist[kind])
 }

@@ -298,3 +298,155 @@ func TestLog10Choose(t *testing.T) {
 	near(t, "C(30,0)", log10Choose(30, 0), 0, 0)
 	near(t, "C(3,5)", log10Choose(3, 5), 0, 0)
 }
+
+// TestRuleStep walks an alert state through windows: episodes start on the
+// rule or at once on a strong window, alert once, and end after N windows
+// without a hit.
+func TestRuleStep(t *testing.T) {
+	type win struct {
+		hit, strong bool
+		skip        int64
+		start       bool // an episode starts: the one alert
+		firing      bool
+	}
+	tests := []struct {
+		name string
+		rule Rule
+		wins []win
+	}{
+		{"2 of 3 waits for the second hit", Rule{2, 3}, []win{
+			{hit: true}, {hit: true, start: true, firing: true}, {hit: true, firing: true},
+		}},
+		{"a strong window alerts at once", Rule{2, 3}, []win{
+			{}, {hit: true, strong: true, start: true, firing: true},
+		}},
+		{"the rule catching up a window later does not alert again", Rule{2, 3}, []win{
+			{hit: true, strong: true, start: true, firing: true}, {hit: true, firing: true}, {hit: true, firing: true},
+		}},
+		{"strong without a hit is no evidence", Rule{2, 3}, []win{
+			{strong: true}, {strong: true},
+		}},
+		{"an episode lasts while a hit is among the last N windows, then a new one can start", Rule{2, 3}, []win{
+			{hit: true, strong: true, start: true, firing: true}, {firing: true}, {firing: true}, {},
+			{hit: true}, {hit: true, start: true, firing: true},
+		}},
+		{"isolated hits never alert", Rule{2, 3}, []win{
+			{hit: true}, {}, {}, {hit: true}, {}, {}, {hit: true},
+		}},
+		{"windows without data break the rule", Rule{2, 3}, []win{
+			{hit: true}, {hit: true, skip: 2}, {hit: true, start: true, firing: true},
+		}},
+		{"a long gap ends an episode", Rule{2, 3}, []win{
+			{hit: true}, {hit: true, start: true, firing: true}, {hit: true, skip: 64, start: false, firing: false},
+		}},
+		{"every window", Rule{1, 1}, []win{
+			{hit: true, start: true, firing: true}, {hit: true, firing: true}, {}, {hit: true, start: true, firing: true},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h History
+			firing := false
+			for i, w := range tt.wins {
+				var start bool
+				h, firing, start = tt.rule.Step(h, firing, w.skip, w.hit, w.strong)
+				if start != w.start || firing != w.firing {
+					t.Fatalf("window %d (%+v): start %v firing %v, want %v %v", i, w, start, firing, w.start, w.firing)
+				}
+			}
+		})
+	}
+}
+
+func TestEscalates(t *testing.T) {
+	tests := []struct {
+		name                     string
+		score, threshold, factor float64
+		want                     bool
+	}{
+		{"far beyond", 20, 5, 3, true},
+		{"exactly the factor", 15, 5, 3, true},
+		{"just below", 14.9, 5, 3, false},
+		{"a plain crossing", 6, 5, 3, false},
+		{"off", 1e9, 5, 0, false},
+		{"a factor below 1 is off", 10, 5, 0.5, false},
+		{"no threshold", 10, 0, 3, false},
+		{"negative threshold", 10, -1, 3, false},
+		{"NaN score", math.NaN(), 5, 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Escalates(tt.score, tt.threshold, tt.factor); got != tt.want {
+				t.Errorf("Escalates(%v, %v, %v) = %v, want %v", tt.score, tt.threshold, tt.factor, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestShareTest(t *testing.T) {
+	th := DefaultConfig().Thresholds // z >= 5, >= 3 devices, >= 2x the expected share, floor 0.002
+	tests := []struct {
+		name    string
+		x, n, p float64
+		f       float64
+		hit     bool
+	}{
+		{"a farm of new installs among the newcomers", 10, 11, 0.007, 1, true},
+		{"the same farm diluted in the cohort", 10, 150, 0.007, 1, true},
+		{"population rate", 3, 300, 0.01, 1, false},
+		{"a few more than usual is not significant", 5, 291, 0.0075, 1, false},
+		{"significant but only 2 devices", 2, 10, 0.002, 1, false},
+		{"an inherited baseline needs more", 10, 150, 0.03, 1.5, false},
+		{"no devices", 0, 0, 0.01, 1, false},
+		{"a share learned as 0 is floored", 3, 100, 0, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			z, hit := th.shareTest(tt.x, tt.n, tt.p, tt.f)
+			if hit != tt.hit {
+				t.Errorf("shareTest(%v of %v, p %v, f %v) = z %.2f hit %v, want hit %v", tt.x, tt.n, tt.p, tt.f, z, hit, tt.hit)
+			}
+		})
+	}
+}
+
+func TestSignalShare(t *testing.T) {
+	tests := []struct {
+		name string
+		ps   platformState
+		want float64
+	}{
+		{"learned share", platformState{Windows: 20, Signals: [numSignals]float64{50}, Active: 5000, WindowDevices: 1000}, 0.01},
+		{"none seen: the rule of three", platformState{Windows: 20, Active: 5000, WindowDevices: 400}, 3.0 / 400},
+		{"still learning", platformState{Windows: 5, Signals: [numSignals]float64{50}, Active: 5000, WindowDevices: 1000}, 0},
+		{"no devices yet", platformState{Windows: 20}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			near(t, "signalShare", tt.ps.signalShare(0, 10), tt.want, 1e-12)
+		})
+	}
+}
+
+func TestSeqGap(t *testing.T) {
+	tests := []struct {
+		name       string
+		seqs       []uint64
+		last, next uint64
+		gap        bool
+	}{
+		{"the next number", []uint64{5, 6}, 5, 6, false},
+		{"out of order: 665 comes after 666 in time", []uint64{664, 665, 666}, 664, 666, false},
+		{"one lost", []uint64{664, 666}, 664, 666, true},
+		{"several, one lost", []uint64{10, 11, 13, 14}, 10, 14, true},
+		{"a jump far beyond the window's events", []uint64{1, 2, 1 << 40}, 2, 1 << 40, true},
+		{"nothing between", nil, 7, 8, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := seqGap(tt.seqs, tt.last, tt.next); got != tt.gap {
+				t.Errorf("seqGap(%v, %d, %d) = %v, want %v", tt.seqs, tt.last, tt.next, got, tt.gap)
+			}
+		})
+	}
+}

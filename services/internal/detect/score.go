@@ -164,6 +164,36 @@ func (h History) Skip(n int64) History {
 	return h << uint(n)
 }
 
+// Step advances the alert state of one kind by one scored window, after
+// skip windows without data: hist and firing are its state before, hit
+// says whether the window crossed the threshold and strong whether it
+// crossed the escalation level (Escalates). It returns the new state and
+// whether an episode starts with this window (the one time to alert).
+//
+// An episode starts when the rule holds, or at once on a strong window: a
+// crossing by a large factor is as unlikely by chance as K ordinary ones.
+// It lasts while the rule holds or while a hit remains among the last N
+// windows, so that an episode an escalation started does not alert a
+// second time when the rule catches up a window later.
+func (r Rule) Step(hist History, firing bool, skip int64, hit, strong bool) (History, bool, bool) {
+	recent := Rule{K: 1, N: r.N}
+	hist = hist.Skip(skip)
+	if !recent.Fires(hist) {
+		firing = false // it ended in the windows without data
+	}
+	hist = hist.Push(hit)
+	holds := r.Fires(hist) || (hit && strong)
+	return hist, holds || (firing && recent.Fires(hist)), holds && !firing
+}
+
+// Escalates reports whether a score crosses its threshold by factor or
+// more: a single window that strong alerts without waiting for the rule.
+// A factor of 0 (or below 1) turns escalation off; thresholds must be
+// positive.
+func Escalates(score, threshold, factor float64) bool {
+	return factor >= 1 && threshold > 0 && score >= factor*threshold
+}
+
 // Fires reports whether the rule holds for the history.
 func (r Rule) Fires(h History) bool {
 	n := min(max(r.N, 1), 64)

@@ -23,8 +23,11 @@ import (
 
 // Config says which scenarios to run and how big.
 type Config struct {
-	Scenarios  []string
-	Seed       uint64
+	Scenarios []string
+	Seed      uint64
+	// Seeds is how many times every scenario runs, each time with another
+	// seed (another fleet: devices, flows, which of them are tampered).
+	Seeds      int
 	Devices    int           // fleet at its daily peak
 	Start      time.Time     // simulated start of every scenario
 	Duration   time.Duration // simulated length
@@ -36,16 +39,20 @@ type Config struct {
 }
 
 // DefaultConfig is what `make eval` runs: 2000 devices at the daily peak
-// (about 1100 active), 50 simulated minutes from 07:00 UTC of day, the
-// change from minute 30, 1% prevalence.
+// (about 1100 active), 45 simulated minutes from 07:00 UTC of day (30 of
+// genuine history, then 15 of the change), 1% prevalence, every scenario
+// with 3 seeds.
 func DefaultConfig(day time.Time) Config {
 	return Config{
-		Scenarios: sim.ScenarioNames(), Seed: 1, Devices: 2000,
+		Scenarios: sim.ScenarioNames(), Seed: 1, Seeds: 3, Devices: 2000,
 		Start:    time.Date(day.Year(), day.Month(), day.Day(), 7, 0, 0, 0, time.UTC),
-		Duration: 50 * time.Minute, ChangeAt: 30 * time.Minute, Prevalence: 0.01, GapMean: 3 * time.Second,
+		Duration: 45 * time.Minute, ChangeAt: 30 * time.Minute, Prevalence: 0.01, GapMean: 3 * time.Second,
 		Window: time.Minute, Lateness: detect.DefaultConfig().Lateness,
 	}
 }
+
+// SeedOf is the seed of run r (0-based) of the i-th scenario: Seed + 100r + i.
+func (c Config) SeedOf(r, i int) uint64 { return c.Seed + uint64(100*r+i) }
 
 func (c Config) scenario(name string, seed uint64) sim.ScenarioConfig {
 	return sim.ScenarioConfig{Name: name, App: "eval-" + name, Seed: seed, Devices: c.Devices, Start: c.Start,
@@ -64,6 +71,9 @@ type Delivery struct {
 	Anomalies []*detectv1.Anomaly
 	Late      int64 // events the detector counted late (smallest window)
 	Retries   int64 // events the simulator had to send again
+	// Source says where Anomalies were read (e.g. "grpc"); CrossChecked, when
+	// not empty, names a second source that held exactly the same ids.
+	Source, CrossChecked string
 }
 
 // PipelineFunc adapts a function to Pipeline.
@@ -94,7 +104,7 @@ func InProcess(cfg detect.Config) Pipeline {
 			t.Event.ReceivedAtMs = true_ + 250
 			out = append(out, d.Observe(t.Event)...)
 		}
-		return &Delivery{Anomalies: append(out, d.Flush()...), Late: d.Stats().Late[0]}, nil
+		return &Delivery{Anomalies: append(out, d.Flush()...), Late: d.Stats().Late[0], Source: "in process"}, nil
 	})
 }
 
@@ -233,6 +243,8 @@ func NameDevices(as []*detectv1.Anomaly, cohorts map[string]map[string]int64, la
 // Result is one scenario's outcome.
 type Result struct {
 	Scenario  string
+	Seed      uint64
+	Run       int // 0-based: which of the Seeds runs
 	Legit     bool
 	Devices   int // devices that sent events
 	Tampered  int
@@ -240,6 +252,8 @@ type Result struct {
 	Wall      time.Duration
 	Late      int64 // events the detector dropped as late
 	Retries   int64 // events sent again by the simulator
+	Source    string
+	Checked   string // the second source with the same anomalies, or ""
 	Detector  Score
 	Baseline  Score
 	Kinds     map[string]int // anomalies by kind
@@ -261,6 +275,9 @@ func Run(ctx context.Context, cfg Config, p Pipeline, logger *slog.Logger) (*Rep
 	if cfg.Window <= 0 {
 		return nil, fmt.Errorf("eval: window %s must be positive", cfg.Window)
 	}
+	if cfg.Seeds < 1 {
+		return nil, fmt.Errorf("eval: %d seeds, need at least 1", cfg.Seeds)
+	}
 	rep := &Report{Config: cfg, Started: time.Now()}
 	cal, err := sim.NewScenario(cfg.scenario(sim.Genuine, cfg.Seed+1000))
 	if err != nil {
@@ -276,58 +293,71 @@ func Run(ctx context.Context, cfg Config, p Pipeline, logger *slog.Logger) (*Rep
 	}
 	rep.Thresholds = counts.calibrate()
 	logger.Info("baseline thresholds chosen on a genuine fleet", "seed", cfg.Seed+1000, "thresholds", fmt.Sprintf("%+v", rep.Thresholds))
-	for i, name := range cfg.Scenarios {
-		sc, err := sim.NewScenario(cfg.scenario(name, cfg.Seed+uint64(i)))
-		if err != nil {
-			return nil, err
-		}
-		counts := newCounter(cfg.Window)
-		cohorts := map[string]map[string]int64{}
-		events := 0
-		next := func() (sim.Timed, bool) {
-			t, ok := sc.Next()
-			if !ok {
-				return t, false
+	for run := range cfg.Seeds {
+		for i, name := range cfg.Scenarios {
+			r, err := runScenario(ctx, cfg, p, rep.Thresholds, name, cfg.SeedOf(run, i))
+			if err != nil {
+				return nil, err
 			}
-			events++
-			counts.add(t)
-			c := cohortOf(t.Event)
-			if cohorts[c] == nil {
-				cohorts[c] = map[string]int64{}
-			}
-			if _, ok := cohorts[c][t.Event.GetDeviceId()]; !ok {
-				cohorts[c][t.Event.GetDeviceId()] = t.Event.GetTimestampMs() - t.Skew.Milliseconds()
-			}
-			return t, true
+			r.Run = run
+			logger.Info("scenario scored", "scenario", name, "seed", r.Seed, "events", r.Events, "wall", r.Wall.Round(time.Millisecond),
+				"anomalies", len(r.Anomalies), "detector_f1", r.Detector.F1(), "baseline_f1", r.Baseline.F1(), "ttd_median", r.Detector.TTDMedian())
+			rep.Results = append(rep.Results, r)
 		}
-		start := time.Now()
-		scfg := sc.Config()
-		dl, err := p.Run(ctx, scfg.App, scfg.Start.Add(scfg.Duration), next)
-		if err != nil {
-			return nil, fmt.Errorf("scenario %s: %w", name, err)
-		}
-		as := dl.Anomalies
-		labels := sc.Labels()
-		named, unattributed := NameDevices(as, cohorts, cfg.Lateness)
-		r := Result{Scenario: name, Legit: sim.Legitimate(name), Devices: len(labels), Events: events, Wall: time.Since(start),
-			Kinds: map[string]int{}, Anomalies: as, Late: dl.Late, Retries: dl.Retries}
-		for _, l := range labels {
-			if l.Tampered {
-				r.Tampered++
-			}
-		}
-		r.Detector = ScoreDevices(labels, named, cfg.Window)
-		r.Detector.Alerts, r.Detector.Unattributed = len(as), unattributed
-		for _, a := range as {
-			r.Kinds[detect.KindLabel(a.GetKind())]++
-		}
-		bnamed, balerts, bunattr := counts.apply(rep.Thresholds)
-		r.Baseline = ScoreDevices(labels, bnamed, cfg.Window)
-		r.Baseline.Alerts, r.Baseline.Unattributed = balerts, bunattr
-		logger.Info("scenario scored", "scenario", name, "events", events, "wall", r.Wall.Round(time.Millisecond),
-			"anomalies", len(as), "detector_f1", r.Detector.F1(), "baseline_f1", r.Baseline.F1())
-		rep.Results = append(rep.Results, r)
 	}
 	rep.Wall = time.Since(rep.Started)
 	return rep, nil
+}
+
+// runScenario runs one scenario with one seed through p and scores it.
+func runScenario(ctx context.Context, cfg Config, p Pipeline, th Thresholds, name string, seed uint64) (Result, error) {
+	sc, err := sim.NewScenario(cfg.scenario(name, seed))
+	if err != nil {
+		return Result{}, err
+	}
+	counts := newCounter(cfg.Window)
+	cohorts := map[string]map[string]int64{}
+	events := 0
+	next := func() (sim.Timed, bool) {
+		t, ok := sc.Next()
+		if !ok {
+			return t, false
+		}
+		events++
+		counts.add(t)
+		c := cohortOf(t.Event)
+		if cohorts[c] == nil {
+			cohorts[c] = map[string]int64{}
+		}
+		if _, ok := cohorts[c][t.Event.GetDeviceId()]; !ok {
+			cohorts[c][t.Event.GetDeviceId()] = t.Event.GetTimestampMs() - t.Skew.Milliseconds()
+		}
+		return t, true
+	}
+	start := time.Now()
+	scfg := sc.Config()
+	dl, err := p.Run(ctx, scfg.App, scfg.Start.Add(scfg.Duration), next)
+	if err != nil {
+		return Result{}, fmt.Errorf("scenario %s (seed %d): %w", name, seed, err)
+	}
+	as := dl.Anomalies
+	labels := sc.Labels()
+	named, unattributed := NameDevices(as, cohorts, cfg.Lateness)
+	r := Result{Scenario: name, Seed: seed, Legit: sim.Legitimate(name), Devices: len(labels), Events: events, Wall: time.Since(start),
+		Kinds: map[string]int{}, Anomalies: as, Late: dl.Late, Retries: dl.Retries,
+		Source: dl.Source, Checked: dl.CrossChecked}
+	for _, l := range labels {
+		if l.Tampered {
+			r.Tampered++
+		}
+	}
+	r.Detector = ScoreDevices(labels, named, cfg.Window)
+	r.Detector.Alerts, r.Detector.Unattributed = len(as), unattributed
+	for _, a := range as {
+		r.Kinds[detect.KindLabel(a.GetKind())]++
+	}
+	bnamed, balerts, bunattr := counts.apply(th)
+	r.Baseline = ScoreDevices(labels, bnamed, cfg.Window)
+	r.Baseline.Alerts, r.Baseline.Unattributed = balerts, bunattr
+	return r, nil
 }

@@ -3,6 +3,7 @@ package eval
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image/png"
 	"io"
 	"log/slog"
@@ -130,7 +131,7 @@ func TestBaselineRules(t *testing.T) {
 // smallConfig: 200 devices, 24 simulated minutes, the change at minute 14.
 func smallConfig(scenarios ...string) Config {
 	c := DefaultConfig(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
-	c.Scenarios, c.Devices, c.Duration, c.ChangeAt, c.Prevalence = scenarios, 200, 24*time.Minute, 14*time.Minute, 0.03
+	c.Scenarios, c.Devices, c.Duration, c.ChangeAt, c.Prevalence, c.Seeds = scenarios, 200, 24*time.Minute, 14*time.Minute, 0.03, 2
 	return c
 }
 
@@ -142,17 +143,32 @@ func TestRunInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Results) != 2 || rep.Results[0].Events == 0 || rep.Results[1].Tampered == 0 {
-		t.Fatalf("results %+v", rep.Results)
+	// Two scenarios, two seeds each: scenario i of run r has seed 1+100r+i.
+	if len(rep.Results) != 4 {
+		t.Fatalf("%d results, want 4", len(rep.Results))
 	}
-	if r := rep.Results[1].Detector; r.TP == 0 {
-		t.Errorf("replay scenario: no replaying device detected: %+v", r)
+	for j, want := range []struct {
+		scenario string
+		seed     uint64
+	}{{sim.Genuine, 1}, {sim.Replay, 2}, {sim.Genuine, 101}, {sim.Replay, 102}} {
+		r := rep.Results[j]
+		if r.Scenario != want.scenario || r.Seed != want.seed || r.Events == 0 {
+			t.Errorf("result %d: %s seed %d with %d events, want %s seed %d", j, r.Scenario, r.Seed, r.Events, want.scenario, want.seed)
+		}
+	}
+	if rep.Results[0].Events == rep.Results[2].Events {
+		t.Errorf("both seeds of the genuine scenario sent %d events: the same fleet?", rep.Results[0].Events)
+	}
+	for _, r := range []Result{rep.Results[1], rep.Results[3]} {
+		if r.Tampered == 0 || r.Detector.TP == 0 {
+			t.Errorf("replay scenario, seed %d: no replaying device detected: %+v", r.Seed, r.Detector)
+		}
 	}
 	var md, img bytes.Buffer
 	if err := WriteMarkdown(&md, rep, Meta{Command: "go test", Machine: "test", Pipeline: "in process", PNG: "x.png"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| replay |", "| genuine |", "## Legitimate scenarios"} {
+	for _, want := range []string{"| replay |", "| genuine |", "## Legitimate scenarios", "### Per seed", "| replay | 102 |", "| genuine | 1 / 101 |", "1+*i*, 101+*i*"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, md.String())
 		}
@@ -182,5 +198,56 @@ func TestFullInProcess(t *testing.T) {
 	}
 	if err := os.WriteFile(out, md.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTargetsAndSpread(t *testing.T) {
+	run := func(tp, fp, fn int, ttd []float64, baseF1 float64) Result {
+		// A baseline score with the given F1: P = R = F1.
+		bl := Score{}
+		if baseF1 > 0 {
+			bl = Score{TP: int(math.Round(baseF1 * 100)), FP: 100 - int(math.Round(baseF1*100)), FN: 100 - int(math.Round(baseF1*100))}
+		}
+		return Result{Detector: Score{TP: tp, FP: fp, FN: fn, TTD: ttd}, Baseline: bl}
+	}
+	tests := []struct {
+		name                                   string
+		r                                      Result
+		recall, precision, ttd, f1, f1Possible bool
+	}{
+		{"everything met", run(10, 0, 0, []float64{1, 1.5, 2.5}, 0.3), true, true, true, true, true},
+		{"slow", run(10, 0, 0, []float64{2, 2.5, 2.5}, 0), true, true, false, true, true},
+		{"a false positive too many", run(10, 1, 0, []float64{1}, 0), true, false, true, true, true},
+		{"recall 0.8", run(8, 0, 2, []float64{1}, 0), false, true, true, true, true},
+		{"nothing found", run(0, 0, 10, nil, 0), false, false, false, false, true},
+		{"baseline F1 0.6: twice it is above 1", run(10, 0, 0, []float64{1}, 0.6), true, true, true, false, false},
+		{"baseline F1 exactly 0.5: possible only with F1 1", run(10, 0, 0, []float64{1}, 0.5), true, true, true, true, true},
+		{"baseline F1 0.45 with detector F1 0.8", run(8, 2, 2, []float64{1}, 0.45), false, false, true, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, p, d, f, fp := tt.r.Met()
+			if r != tt.recall || p != tt.precision || d != tt.ttd || f != tt.f1 || fp != tt.f1Possible {
+				t.Errorf("Met() = %v %v %v %v %v, want %v %v %v %v %v", r, p, d, f, fp, tt.recall, tt.precision, tt.ttd, tt.f1, tt.f1Possible)
+			}
+		})
+	}
+
+	runs := []Result{{Detector: Score{TP: 9, FN: 1}}, {Detector: Score{TP: 10}}, {Detector: Score{FN: 0}}}
+	recall := func(r Result) float64 { return r.Detector.Recall() }
+	if got := spread(runs, recall); got != "0.95 (0.90–1.00)" {
+		t.Errorf("spread of recall 0.9, 1 and undefined = %q, want the mean and range of the defined two", got)
+	}
+	if got := spread(runs[1:2], recall); got != "1.00" {
+		t.Errorf("spread of one run = %q", got)
+	}
+	if got := spread(runs[2:], recall); got != "–" {
+		t.Errorf("spread of nothing defined = %q", got)
+	}
+	if got := allRuns(runs, func(r Result) bool { return r.Detector.TP > 0 }); got != "**no** (2 of 3)" {
+		t.Errorf("allRuns = %q", got)
+	}
+	if got := each(runs, func(r Result) string { return fmt.Sprint(r.Detector.TP) }); got != "9 / 10 / 0" {
+		t.Errorf("each = %q", got)
 	}
 }

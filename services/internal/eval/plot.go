@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -18,12 +19,13 @@ var (
 )
 
 // WritePlot draws a grouped bar chart of F1 per tampered scenario, the
-// detector beside the fixed-threshold baseline, as a PNG.
+// detector beside the fixed-threshold baseline, as a PNG: each bar is the
+// mean over the seeds, its whisker the range.
 func WritePlot(w io.Writer, rep *Report) error {
-	var rs []Result
-	for _, r := range rep.Results {
-		if !r.Legit {
-			rs = append(rs, r)
+	var groups []scenarioRuns
+	for _, g := range byScenario(rep) {
+		if !g.Legit {
+			groups = append(groups, g)
 		}
 	}
 	const W, H, left, right, top, bottom = 960, 480, 70, 20, 60, 70
@@ -38,30 +40,46 @@ func WritePlot(w io.Writer, rep *Report) error {
 	}
 	fill(img, image.Rect(left, top, left+1, top+plotH+1), black)
 	fill(img, image.Rect(left, top+plotH, W-right, top+plotH+1), black)
-	text(img, left, 14, 3, "F1 PER TAMPERED SCENARIO (DEVICE LEVEL)", black)
+	title := "F1 PER TAMPERED SCENARIO (DEVICE LEVEL)"
+	if rep.Config.Seeds > 1 {
+		title = fmt.Sprintf("F1 PER TAMPERED SCENARIO: MEAN OF %d SEEDS", rep.Config.Seeds)
+	}
+	text(img, left, 14, 3, title, black)
 	fill(img, image.Rect(W-330, 16, W-316, 30), detColor)
 	text(img, W-308, 18, 2, "DETECTOR", black)
 	fill(img, image.Rect(W-180, 16, W-166, 30), baseColor)
 	text(img, W-158, 18, 2, "THRESHOLDS", black)
-	if len(rs) > 0 {
-		group := (W - left - right) / len(rs)
+	if len(groups) > 0 {
+		group := (W - left - right) / len(groups)
 		bar := group / 3
-		for i, r := range rs {
+		for i, g := range groups {
 			x := left + i*group + group/6
-			for j, v := range []float64{r.Detector.F1(), r.Baseline.F1()} {
+			for j, score := range []func(Result) float64{
+				func(r Result) float64 { return r.Detector.F1() },
+				func(r Result) float64 { return r.Baseline.F1() },
+			} {
 				c := detColor
 				if j == 1 {
 					c = baseColor
 				}
+				v, lo, hi := stats(g.Runs, score)
 				x0 := x + j*bar
 				fill(img, image.Rect(x0, y(v), x0+bar-4, top+plotH), c)
 				if v == 0 {
 					fill(img, image.Rect(x0, top+plotH-2, x0+bar-4, top+plotH), c)
 				}
-				text(img, x0+2, y(v)-14, 2, ftoa(v), black)
+				label := y(v) - 14
+				if hi > lo {
+					mid := x0 + (bar-4)/2
+					fill(img, image.Rect(mid, y(hi), mid+2, y(lo)+1), black)
+					fill(img, image.Rect(mid-5, y(hi), mid+7, y(hi)+2), black)
+					fill(img, image.Rect(mid-5, y(lo)-1, mid+7, y(lo)+1), black)
+					label = min(label, y(hi)-14)
+				}
+				text(img, x0+2, label, 2, ftoa(v), black)
 			}
-			label := strings.ToUpper(r.Scenario)
-			text(img, x+bar-len(label)*4, top+plotH+12, 2, label, black)
+			name := strings.ToUpper(g.Name)
+			text(img, x+bar-len(name)*4, top+plotH+12, 2, name, black)
 		}
 	}
 	return png.Encode(w, img)
