@@ -86,12 +86,12 @@ bench: build ## benchmarks against the real servers; results go in docs/benchmar
 	  rc=0; go test -run '^$$' -bench . -benchmem -benchtime 3x -count 1 ./services/... | tee .causality/bench.txt || rc=$$?; \
 	  $(SERVERS) down; exit $$rc
 
-eval: build ## labelled evaluation: every scenario with 3 seeds through collector, Kafka and detector -> docs/evaluation.md, docs/evaluation.png (~12 min)
+eval: build ## labelled evaluation: every scenario with 6 seeds through collector, Kafka and detector -> docs/evaluation.md, docs/evaluation.png (~12 min)
 	$(SERVERS) up
 	mkdir -p .causality
 	eval "$$($(SERVERS) env)"; set -o pipefail; rc=0; \
 	  (cd services && go test -run '^$$' -bench . -benchmem ./internal/detect/) | tee .causality/eval-bench.txt || rc=$$?; \
-	  [ $$rc -ne 0 ] || bin/causality eval -kafka.brokers=$$CAUSALITY_TEST_KAFKA -eval.bench=.causality/eval-bench.txt || rc=$$?; \
+	  [ $$rc -ne 0 ] || bin/causality eval -kafka.brokers=$$CAUSALITY_TEST_KAFKA -eval.bench=.causality/eval-bench.txt -eval.seeds=6 || rc=$$?; \
 	  $(SERVERS) down; exit $$rc
 
 MOBILE_OUT := $(CURDIR)/.causality/mobile
