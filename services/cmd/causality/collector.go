@@ -75,22 +75,7 @@ func mountAdminAPI(cfg *collectorConfig, srv *ingest.Server, logger *slog.Logger
 
 func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg collectorConfig
-	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if cfg.Ingest.KeysFile == "" {
-		return fmt.Errorf("-ingest.keys-file is required (create one with `causality keys -app APP -file FILE`)")
-	}
-	if err := cfg.Kafka.Validate(); err != nil {
-		return err
-	}
-	if err := cfg.Ingest.Validate(); err != nil {
-		return err
-	}
-	if err := cfg.validateAdminAPI(); err != nil {
+	if err := parseFlags("collector", args, stderr, cfg.register, cfg.validate); err != nil {
 		return err
 	}
 	logger, err := cfg.Log.logger(stderr)
@@ -101,15 +86,23 @@ func runCollector(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	reg := admin.NewRegistry()
-	adm := admin.New(cfg.Admin, reg)
-	if err := adm.Listen(); err != nil {
-		return err
+	return withAdminPort(ctx, cfg.Admin, logger, func(ctx context.Context, reg prometheus.Registerer, adm *admin.Server) error {
+		return serveCollector(ctx, cfg, keys, logger, reg, adm)
+	})
+}
+
+// validate checks the settings of `causality collector` (dev mode has its
+// own: no keys file there).
+func (c *collectorConfig) validate() error {
+	if c.Ingest.KeysFile == "" {
+		return fmt.Errorf("-ingest.keys-file is required (create one with `causality keys -app APP -file FILE`)")
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return adm.Serve(gctx) })
-	g.Go(func() error { return serveCollector(gctx, cfg, keys, logger, reg, adm) })
-	return g.Wait()
+	for _, v := range []interface{ Validate() error }{&c.Kafka, &c.Ingest} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	return c.validateAdminAPI()
 }
 
 // serveCollector runs the collector until ctx ends: front doors drain first,

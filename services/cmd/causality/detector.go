@@ -101,29 +101,16 @@ func (c *detectorConfig) validate() error {
 
 func runDetector(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg detectorConfig
-	fs := flag.NewFlagSet("detector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
+	if err := parseFlags("detector", args, stderr, cfg.register, cfg.validate); err != nil {
 		return err
 	}
 	logger, err := cfg.Log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	reg := admin.NewRegistry()
-	adm := admin.New(cfg.Admin, reg)
-	if err := adm.Listen(); err != nil {
-		return err
-	}
-	logger.Info("admin listening", "addr", adm.Addr())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return adm.Serve(gctx) })
-	g.Go(func() error { return serveDetector(gctx, cfg, logger, reg, adm) })
-	return g.Wait()
+	return withAdminPort(ctx, cfg.Admin, logger, func(ctx context.Context, reg prometheus.Registerer, adm *admin.Server) error {
+		return serveDetector(ctx, cfg, logger, reg, adm)
+	})
 }
 
 // serveDetector runs the detector until ctx ends: it consumes the events

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
 	"causality.dev/services/internal/admin"
 )
 
@@ -160,6 +163,34 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	return nil
+}
+
+// parseFlags builds the flag set of subcommand name with register, reads
+// the environment and args into it, then validates.
+func parseFlags(name string, args []string, stderr io.Writer, register func(*flag.FlagSet), validate func() error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return validate()
+}
+
+// withAdminPort runs serve beside the admin port (/metrics, /healthz,
+// /readyz, /debug/pprof), which serve registers its metrics and readiness
+// checks on: the one errgroup of a service subcommand.
+func withAdminPort(ctx context.Context, cfg admin.Config, logger *slog.Logger, serve func(ctx context.Context, reg prometheus.Registerer, adm *admin.Server) error) error {
+	reg := admin.NewRegistry()
+	adm := admin.New(cfg, reg)
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	logger.Info("admin listening", "addr", adm.Addr())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return adm.Serve(gctx) })
+	g.Go(func() error { return serve(gctx, reg, adm) })
+	return g.Wait()
 }
 
 // logFlags holds -log.level and -log.format.

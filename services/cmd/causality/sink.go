@@ -71,29 +71,16 @@ func (c *sinkConfig) validate() error {
 
 func runSink(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var cfg sinkConfig
-	fs := flag.NewFlagSet("sink", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
+	if err := parseFlags("sink", args, stderr, cfg.register, cfg.validate); err != nil {
 		return err
 	}
 	logger, err := cfg.Log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	reg := admin.NewRegistry()
-	adm := admin.New(cfg.Admin, reg)
-	if err := adm.Listen(); err != nil {
-		return err
-	}
-	logger.Info("admin listening", "addr", adm.Addr())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return adm.Serve(gctx) })
-	g.Go(func() error { return serveSink(gctx, cfg, logger, reg, adm) })
-	return g.Wait()
+	return withAdminPort(ctx, cfg.Admin, logger, func(ctx context.Context, reg prometheus.Registerer, adm *admin.Server) error {
+		return serveSink(ctx, cfg, logger, reg, adm)
+	})
 }
 
 // serveSink runs the sink until ctx ends: it applies the ClickHouse
