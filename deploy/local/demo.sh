@@ -112,6 +112,9 @@ Raw TCP:   127.0.0.1:7070, e.g. bin/causality sim -sim.duration 10s
 HTTP:      curl -X POST http://127.0.0.1:8080/v1/events/ingest -H "Content-Type: application/json" \\
              -d '{"event": {"appId": "my-app", "deviceId": "device-001", "screenView": {"screenName": "HomeScreen"}}}'
 Dev key:   $(<"$DEV_DIR/key")  (in $DEV_DIR/key; app my-app)
+Console:   http://127.0.0.1:8080/console/  sign in with the admin token $(<"$DEV_DIR/admin-token")
+           (in $DEV_DIR/admin-token; docs/console.md)
+Admin API: bin/causality admin apps list   (keys, rules, webhooks: docs/admin.md, docs/rules.md)
 
 Stop it:   deploy/local/demo.sh stop
 EOF
