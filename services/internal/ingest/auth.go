@@ -53,7 +53,13 @@ type Keyring struct {
 	keys    map[string]KeyEntry
 	changed chan struct{} // closed and replaced on every change
 	gen     atomic.Uint64
+	// reloadErrors counts reloads of the keys file that failed (the old
+	// keys stayed).
+	reloadErrors atomic.Uint64
 }
+
+// ReloadErrors is how many reloads of the keys file failed.
+func (k *Keyring) ReloadErrors() uint64 { return k.reloadErrors.Load() }
 
 // NewKeyring builds a keyring from entries, rejecting malformed ones.
 func NewKeyring(entries []KeyEntry) (*Keyring, error) {
@@ -191,6 +197,7 @@ func WatchKeys(ctx context.Context, path string, k *Keyring, logger *slog.Logger
 		last = fi
 		nk, err := LoadKeyring(path)
 		if err != nil {
+			k.reloadErrors.Add(1)
 			logger.Error("keys file not reloaded", "err", err)
 			continue
 		}

@@ -217,10 +217,16 @@ func TestWatchKeysReloads(t *testing.T) {
 		if _, err := k.Lookup(keyA); !errors.Is(err, ErrRevokedKey) {
 			t.Fatalf("after a broken file, keyA err = %v, want still revoked", err)
 		}
+		if n := k.ReloadErrors(); n != 1 {
+			t.Fatalf("after a broken file, ReloadErrors = %d, want 1", n)
+		}
 		// So does an invalid one, and a deleted one.
 		writeKeys(t, path, keysJSON(t, KeyEntry{AppID: "", SHA256: HashKey(keyA)}), base.Add(3*time.Minute))
 		if _, err := lookup(keyB); err != nil {
 			t.Fatalf("after an invalid file, keyB: %v", err)
+		}
+		if n := k.ReloadErrors(); n != 2 {
+			t.Fatalf("after an invalid file, ReloadErrors = %d, want 2", n)
 		}
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)

@@ -116,6 +116,12 @@ func NewServer(cfg Config, keys *Keyring, pub Publisher, dlq DeadLetterer, logge
 	if err != nil {
 		return nil, fmt.Errorf("register ingest metrics: %w", err)
 	}
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "causality_ingest_keys_reload_errors_total",
+		Help: "Reloads of the ingest keys file that failed (the previous keys stayed in use).",
+	}, func() float64 { return float64(keys.ReloadErrors()) })); err != nil {
+		return nil, fmt.Errorf("register ingest metrics: %w", err)
+	}
 	return &Server{
 		cfg:     cfg,
 		keys:    keys,
