@@ -209,7 +209,7 @@ func serveDetector(ctx context.Context, cfg detectorConfig, logger *slog.Logger,
 			return err
 		}
 		defer closeRules() // after the consumer and the outputs stopped
-		outputs = append(outputs, detect.Output{Name: "rules", Write: ruleEngine.HandleAnomalies})
+		outputs = append(outputs, detect.Output{Name: "rules", Write: ruleEngine.HandleAnomalies, Save: ruleEngine.Save, Restore: ruleEngine.Restore})
 	}
 	engine, err := detect.NewEngine(cfg.Engine, det, outputs, logger, reg, time.Now)
 	if err != nil {
