@@ -144,7 +144,7 @@ function anomalyCard(a) {
   const c = a.cohort || {};
   const b = a.baseline || {};
   const evidence = (a.evidence || []).map((e) => h("tr", {},
-    h("td", { class: "mono" }, e.key), h("td", {}, num(e.observed)), h("td", {}, num(e.expected)),
+    h("td", { class: "mono" }, e.key), h("td", {}, num(e.observed)), h("td", {}, num(e.expected ?? 0)),
     h("td", {}, h("span", { class: "meter" }, h("span", { class: "fill", dataset: { w: e.contribution || 0 } })), " ", num((e.contribution || 0) * 100, 1) + "%")));
   const card = h("article", { class: "card anomaly", dataset: { id: a.id, kind: a.kind } },
     h("header", {},
@@ -157,7 +157,7 @@ function anomalyCard(a) {
       h("div", {}, h("label", {}, "Cohort"), h("div", {}, `${a.app_id} ${c.app_version || "?"} (${c.build_number || "?"}) ${platformLabel(c.platform)}`)),
       h("div", {}, h("label", {}, "Device"), h("div", { class: "mono" }, a.device_id || "(cohort-wide)")),
       h("div", {}, h("label", {}, "Window"), h("div", { class: "mono" }, `${time(a.window_start_ms)} → ${clock(a.window_end_ms)}`)),
-      h("div", {}, h("label", {}, "Baseline"), h("div", {}, `${b.source || "none"}, ${b.windows || 0} windows: expected ${num(b.expected)} ± ${num(b.spread)}, observed ${num(b.observed)}`)),
+      h("div", {}, h("label", {}, "Baseline"), h("div", {}, `${b.source || "none"}, ${b.windows || 0} windows: expected ${num(b.expected ?? 0)} ± ${num(b.spread ?? 0)}, observed ${num(b.observed ?? 0)}`)),
       h("div", {}, h("label", {}, "Alert rule"), h("div", {}, a.rule || ""))),
     evidence.length ? h("table", { class: "list evidence" },
       h("thead", {}, h("tr", {}, h("th", {}, "Evidence"), h("th", {}, "Observed"), h("th", {}, "Expected"), h("th", {}, "Contribution"))),
