@@ -101,6 +101,11 @@ func (r *Robust) Stats() (median, sigma float64, n int) {
 type Markov struct {
 	Counts map[uint32]float64
 	From   map[uint32]float64
+	// Novel holds the transitions kept out of Counts because they were
+	// unseen when made (see Unseen), made by devices not judged forged:
+	// what genuine devices do now and then, but never often enough in one
+	// window to be learned.
+	Novel map[uint32]float64
 }
 
 // TransitionKey packs a transition.
@@ -128,6 +133,13 @@ func (m *Markov) Learn(counts map[uint32]float64, decay, weight float64) {
 			m.From[k] = v
 		}
 	}
+	for k, v := range m.Novel {
+		if v *= decay; v < 0.01 {
+			delete(m.Novel, k)
+		} else {
+			m.Novel[k] = v
+		}
+	}
 	for k, v := range counts {
 		if v *= weight; v <= 0 {
 			continue
@@ -152,19 +164,52 @@ func (m *Markov) Seen(k uint32) (count, from float64) {
 	return m.Counts[k], m.From[uint32(f)]
 }
 
-// Unseen estimates the probability that the next transition from the
-// origin of k is one never seen (Good-Turing: transitions seen about once
-// over all seen, with one pseudo-observation so that a young model is never
-// sure).
+// LearnNovel adds novel transitions times weight; Learn decays them with
+// the rest.
+func (m *Markov) LearnNovel(novel map[uint32]float64, weight float64) {
+	for k, v := range novel {
+		if v *= weight; v > 0 {
+			if m.Novel == nil {
+				m.Novel = map[uint32]float64{}
+			}
+			m.Novel[k] += v
+		}
+	}
+}
+
+// Unseen estimates the chance that the next transition from the origin of
+// k is k, given that k is not in Counts: the Good-Turing chance of any
+// unseen transition (those seen about once over all seen, with one
+// pseudo-observation so that a young model is never sure), or k's own
+// share when it is a Novel transition made more often than that. Novel
+// transitions count as observations of the origin (and as seen once while
+// they are rare): without them, a transition that genuine devices make now
+// and then but never learned would keep an estimated chance that shrinks as
+// the origin's count grows.
 func (m *Markov) Unseen(k uint32) float64 {
 	f, _ := splitKey(k)
-	n1 := 0.0
+	n1, n := m.unseenMass(f)
+	return max(n1, m.Novel[k]) / n
+}
+
+// unseenMass returns, for the origin f, the Good-Turing numerator (seen
+// about once, plus one) and the denominator of Unseen.
+func (m *Markov) unseenMass(f uint16) (n1, n float64) {
+	nov := 0.0
 	for key, c := range m.Counts {
 		if kf, _ := splitKey(key); kf == f && c < 1.5 {
 			n1++
 		}
 	}
-	return (n1 + 1) / (m.From[uint32(f)] + 1)
+	for key, c := range m.Novel {
+		if kf, _ := splitKey(key); kf == f {
+			nov += c
+			if c < 1.5 {
+				n1++
+			}
+		}
+	}
+	return n1 + 1, m.From[uint32(f)] + nov + 1
 }
 
 // MeanNLL is the mean negative log-likelihood (nats per transition) of the
@@ -196,6 +241,12 @@ func (m *Markov) clone() Markov {
 	}
 	for k, v := range m.From {
 		out.From[k] = v
+	}
+	if len(m.Novel) > 0 {
+		out.Novel = make(map[uint32]float64, len(m.Novel))
+		for k, v := range m.Novel {
+			out.Novel[k] = v
+		}
 	}
 	return out
 }

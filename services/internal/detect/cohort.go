@@ -169,11 +169,15 @@ type cohortWin struct {
 	Events           float64
 	Types            []float64
 	TypeTr, ScreenTr map[uint32]float64
-	Devices          int64
-	Emu, Jail, Odd   int64
-	IDs              []string // devices seen, at most maxListed
-	EmuIDs, JailIDs  []string
-	OddIDs           []string
+	// Unseen transitions of devices that went on without being judged
+	// forged: taught to the platform's models as Markov.Novel (smallest
+	// window only).
+	TypeNovel, ScreenNovel map[uint32]float64
+	Devices                int64
+	Emu, Jail, Odd         int64
+	IDs                    []string // devices seen, at most maxListed
+	EmuIDs, JailIDs        []string
+	OddIDs                 []string
 	// Devices new to the cohort in this window (Fresh), and of them those
 	// with each signal (emulator, jailbroken, inconsistent): a farm of new
 	// installs stands out among the newcomers before it moves the share of
@@ -195,7 +199,7 @@ func (c *cohort) bytes() int64 {
 	for _, s := range c.Scales {
 		n += 8*int64(len(s.B.Mix)) + 24*int64(len(s.B.Types.Counts)+len(s.B.Screens.Counts)+len(s.B.Types.From)+len(s.B.Screens.From)) + 3*8*robustN + 2*25*24
 		for _, w := range s.Open {
-			n += 8*int64(len(w.Types)) + 24*int64(len(w.TypeTr)+len(w.ScreenTr)) + 8*int64(len(w.Gaps)) + 40*int64(len(w.IDs)+len(w.EmuIDs)+len(w.JailIDs)+len(w.OddIDs))
+			n += 8*int64(len(w.Types)) + 24*int64(len(w.TypeTr)+len(w.ScreenTr)+len(w.TypeNovel)+len(w.ScreenNovel)) + 8*int64(len(w.Gaps)) + 40*int64(len(w.IDs)+len(w.EmuIDs)+len(w.JailIDs)+len(w.OddIDs))
 		}
 	}
 	return n
@@ -793,6 +797,8 @@ func (d *Detector) closeWindow(c *cohort, i int, w *cohortWin) {
 		ps.OpenDevices += w.Devices
 		ps.Types.Learn(w.TypeTr, decay, weight(transHit))
 		ps.Screens.Learn(w.ScreenTr, decay, weight(transHit))
+		ps.Types.LearnNovel(w.TypeNovel, 1)
+		ps.Screens.LearnNovel(w.ScreenNovel, 1)
 		wt := weight(shareHit)
 		for j, x := range [numSignals]int64{w.Emu, w.Jail, w.Odd} {
 			ps.Signals[j] = ps.Signals[j]*decay + float64(x)*wt

@@ -120,7 +120,7 @@ func DefaultConfig() Config {
 			InheritedFactor: 1.5,
 			CVMax:           0.25, CVMinGaps: 16,
 			ReplayMin:         2,
-			ImpossibleMinFrom: 200, CommonShare: 0.1, ForgedScore: 10, ForgedHit: 7,
+			ImpossibleMinFrom: 200, CommonShare: 0.1, ForgedScore: 9, ForgedHit: 7,
 			PathMinDistinct: 10, PathMinDevices: 3,
 			DeviceRateMin: 100, DeviceRateFactor: 20,
 		},
@@ -349,7 +349,7 @@ func (d *Detector) Flush() []*detectv1.Anomaly {
 		end = max(end, e)
 	}
 	if end > math.MinInt64 {
-		d.AdvanceTo(end)
+		return d.AdvanceTo(end)
 	}
 	return d.take()
 }

@@ -278,6 +278,25 @@ func TestDetectorEdges(t *testing.T) {
 			}
 		}
 	})
+	t.Run("Flush returns what the last windows find", func(t *testing.T) {
+		d := newDetector(t, testConfig())
+		f := newFleet(5)
+		f.add(60, t0, genuine, genuineMix)
+		rep := f.add(1, t0+12*minute, replayer, genuineMix)[0]
+		var before []*detectv1.Anomaly
+		f.until(t0+13*minute, func(e *eventv1.Event) { before = append(before, d.Observe(e)...) })
+		for _, a := range before {
+			if a.GetDeviceId() == rep.id {
+				t.Fatalf("found before its window closed:%s", describe([]*detectv1.Anomaly{a}))
+			}
+		}
+		got := d.Flush()
+		if !slices.ContainsFunc(got, func(a *detectv1.Anomaly) bool {
+			return a.GetDeviceId() == rep.id && a.GetKind() == detectv1.AnomalyKind_ANOMALY_KIND_REPLAY
+		}) {
+			t.Errorf("Flush closed the replayer's only window but returned:%s", describe(got))
+		}
+	})
 	t.Run("AdvanceTo closes quiet windows", func(t *testing.T) {
 		d := newDetector(t, testConfig())
 		d.Observe(ev("a", t0, scroll()))
@@ -585,5 +604,96 @@ func TestFunnel(t *testing.T) {
 				t.Errorf("funnel bypass found %v, want %v:%s", got, tt.want, describe(r.found))
 			}
 		})
+	}
+}
+
+// A transition no baseline has, made now and then by single genuine
+// devices, is learned as rare (Markov.Novel) once each device went on
+// for the rule's windows without being judged forged; a forger's unseen
+// transitions are not learned. Event time, through Observe.
+func TestNovelTransitions(t *testing.T) {
+	r := &recorder{d: newDetector(t, testConfig())}
+	f := newFleet(11)
+	f.add(150, t0, genuine, genuineMix)
+	f.until(t0+14*minute, r.feed)
+	type extra struct {
+		dev string
+		ts  int64
+		p   func(*eventv1.Event)
+	}
+	var extras []extra
+	memory := func(e *eventv1.Event) {
+		e.Payload = &eventv1.Event_MemoryWarning{MemoryWarning: &eventv1.MemoryWarning{Level: "low"}}
+	}
+	battery := func(e *eventv1.Event) {
+		e.Payload = &eventv1.Event_BatteryChange{BatteryChange: &eventv1.BatteryChange{BatteryLevel: 0.2}}
+	}
+	network := func(e *eventv1.Event) {
+		e.Payload = &eventv1.Event_NetworkChange{NetworkChange: &eventv1.NetworkChange{}}
+	}
+	// From minute 14 on, every minute one more genuine device has a memory
+	// warning after a scroll, then goes on scrolling for 3 minutes; one
+	// forger makes several unseen transitions in one minute.
+	for m := int64(14); m < 24; m++ {
+		dev := fmt.Sprintf("rare-%d", m)
+		ts := t0 + m*minute
+		for i := range 36 {
+			p := scroll()
+			if i == 3 {
+				p = memory
+			}
+			extras = append(extras, extra{dev, ts, p})
+			ts += 1000 + f.r.Int64N(8000)
+		}
+	}
+	for i, p := range []func(*eventv1.Event){scroll(), battery, tap("x"), network, scroll(), memory, tap("y"), battery, scroll(), network, appStart(), battery} {
+		extras = append(extras, extra{"forger", t0 + 16*minute + int64(i)*4000 + 1000, p})
+	}
+	slices.SortStableFunc(extras, func(a, b extra) int { return int(a.ts - b.ts) })
+	seq := map[string]uint64{}
+	for _, x := range extras {
+		f.until(x.ts, r.feed)
+		seq[x.dev]++
+		e := &eventv1.Event{EventId: fmt.Sprintf("%s-%d", x.dev, seq[x.dev]), AppId: f.app, DeviceId: x.dev, InstallId: "i-" + x.dev, SessionId: "s-" + x.dev,
+			TimestampMs: x.ts, Sequence: seq[x.dev], DeviceContext: androidCtx()}
+		x.p(e)
+		r.feed(e)
+	}
+	f.until(t0+27*minute, r.feed)
+	r.flush()
+
+	var forged bool
+	for _, a := range r.found {
+		if strings.HasPrefix(a.GetDeviceId(), "rare-") {
+			t.Errorf("a genuine device with a rare transition alerted:%s", describe([]*detectv1.Anomaly{a}))
+		}
+		forged = forged || (a.GetDeviceId() == "forger" && a.GetKind() == detectv1.AnomalyKind_ANOMALY_KIND_FORGED_SEQUENCE)
+	}
+	if !forged {
+		t.Errorf("the forger was not found:%s", describe(r.found))
+	}
+	typ := func(p func(*eventv1.Event)) uint16 {
+		e := &eventv1.Event{}
+		p(e)
+		return TypeOf(e)
+	}
+	ps := r.d.st.Apps[f.app].platform(int32(eventv1.Platform_PLATFORM_ANDROID))
+	rare := TransitionKey(typ(scroll()), typ(memory))
+	if c, from := ps.Types.Seen(rare); c >= 0.5 || from < 200 {
+		t.Fatalf("scroll>memory_warning counted %v from %v: the test needs it unseen from a common origin", c, from)
+	}
+	// 10 genuine devices made it, each taught it after 3 of its windows
+	// without a hit; the forger, caught, did not.
+	if n := ps.Types.Novel[rare]; n < 9 || n > 10 {
+		t.Errorf("scroll>memory_warning learned as novel %v times, want 10 (decayed)", n)
+	}
+	_, from := ps.Types.Seen(rare)
+	if u := ps.Types.Unseen(rare); u < 5/(from+10) {
+		t.Errorf("chance of scroll>memory_warning %v: not raised by the devices that made it", u)
+	}
+	for _, k := range []uint32{TransitionKey(typ(scroll()), typ(battery)), TransitionKey(typ(tap("")), typ(network)), TransitionKey(typ(tap("")), typ(battery))} {
+		if n := ps.Types.Novel[k]; n != 0 {
+			t.Errorf("the forger's transition %s taught as novel (%v)", transitionName(r.d.st.Apps[f.app], trans{Key: k}), n)
+		}
 	}
 }

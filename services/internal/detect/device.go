@@ -82,6 +82,7 @@ type device struct {
 	Firing    [numKinds]bool
 	LastRound int64
 	Buf       []ev
+	Novel     []novelTr // its unseen transitions, until they may teach (learnNovel)
 
 	dirty   bool
 	replays int // repeated sequence numbers this window
@@ -94,7 +95,7 @@ type device struct {
 }
 
 func (dv *device) bytes() int64 {
-	return 600 + int64(len(dv.Key)+len(dv.ID)+len(dv.App)+len(dv.Model)+len(dv.Manufacturer)) + int64(cap(dv.Buf))*40 + int64(cap(dv.trans))*24 + int64(cap(dv.grams))*8
+	return 600 + int64(len(dv.Key)+len(dv.ID)+len(dv.App)+len(dv.Model)+len(dv.Manufacturer)) + int64(cap(dv.Buf))*40 + int64(cap(dv.trans))*24 + int64(cap(dv.grams))*8 + int64(cap(dv.Novel))*12
 }
 
 // device returns the state of e's device, creating it; nil when the
@@ -417,7 +418,7 @@ func (d *Detector) checkDevices(devs []*device, w Window) {
 		m    *Markov
 		from uint16
 	}
-	unseen := map[ukey]float64{}
+	unseen := map[ukey][2]float64{}
 	// surprise is -log10 of the chance that a genuine device makes the
 	// transition: 0 when someone does it (seen in the baseline of the cohort
 	// or of the app, or by several devices now), else the Good-Turing chance
@@ -444,10 +445,10 @@ func (d *Detector) checkDevices(devs []*device, w Window) {
 		f, _ := splitKey(tr.Key)
 		u, ok := unseen[ukey{am, f}]
 		if !ok {
-			u = am.Unseen(tr.Key)
+			u[0], u[1] = am.unseenMass(f)
 			unseen[ukey{am, f}] = u
 		}
-		return max(-math.Log10(u), 0)
+		return max(-math.Log10(max(u[0], am.Novel[tr.Key])/u[1]), 0)
 	}
 
 	for j, dv := range devs {
@@ -543,6 +544,8 @@ func (d *Detector) checkDevices(devs []*device, w Window) {
 			an.Summary = fmt.Sprintf("%d transitions that genuine devices do not make (or events timed after they were sent): about a 1 in 10^%.0f chance", len(bad)+dv.future, score)
 			return an
 		})
+
+		d.learnNovel(dv, c, w, bad, score >= th.ForgedHit)
 
 		// Funnel bypass: purchase_complete without checkout_start.
 		d.deviceVerdict(dv, detectv1.AnomalyKind_ANOMALY_KIND_FUNNEL_BYPASS, dv.funnel > 0, false, immediate, skip, func() *detectv1.Anomaly {
@@ -648,6 +651,65 @@ func transitionName(a *appState, tr trans) string {
 		return "screen:" + a.screenName(f) + ">screen:" + a.screenName(t)
 	}
 	return "type:" + TypeName(f) + ">" + TypeName(t)
+}
+
+// novelTr is an unseen transition a device made, Age of its active
+// windows ago.
+type novelTr struct {
+	Key    uint32
+	Screen bool
+	Age    int
+}
+
+// maxNovel bounds the unseen transitions a device holds.
+const maxNovel = 32
+
+// learnNovel holds the device's unseen transitions of this window (bad)
+// until the forged-sequence rule has seen as many of its windows as it
+// looks at (-detect.device-rule N) without a hit, then teaches them to the
+// platform's models as Novel (Markov.Unseen): a forger's transitions are
+// dropped when it is caught, a genuine device's rare ones are learned as
+// rare. Call after the forged-sequence verdict.
+func (d *Detector) learnNovel(dv *device, c *cohort, w Window, bad []trans, hit bool) {
+	if hit || dv.Firing[detectv1.AnomalyKind_ANOMALY_KIND_FORGED_SEQUENCE] {
+		dv.Novel = nil
+		return
+	}
+	for _, tr := range bad {
+		if len(dv.Novel) >= maxNovel {
+			break
+		}
+		if !slices.ContainsFunc(dv.Novel, func(n novelTr) bool { return n.Age == 0 && n.Key == tr.Key && n.Screen == tr.Screen }) {
+			dv.Novel = append(dv.Novel, novelTr{Key: tr.Key, Screen: tr.Screen})
+		}
+	}
+	if len(dv.Novel) == 0 {
+		return
+	}
+	keep := dv.Novel[:0]
+	for _, n := range dv.Novel {
+		if n.Age < d.cfg.DeviceRule.N-1 {
+			n.Age++
+			keep = append(keep, n)
+			continue
+		}
+		cw := c.openAt(0, w.Start)
+		if cw == nil {
+			continue
+		}
+		m := &cw.TypeNovel
+		if n.Screen {
+			m = &cw.ScreenNovel
+		}
+		if *m == nil {
+			*m = map[uint32]float64{}
+		}
+		(*m)[n.Key]++
+	}
+	dv.Novel = keep
+	if len(keep) == 0 {
+		dv.Novel = nil
+	}
 }
 
 // deviceVerdict applies a device rule to one kind and emits when an

@@ -450,3 +450,41 @@ func TestSeqGap(t *testing.T) {
 		})
 	}
 }
+
+// Novel transitions (unseen when made, kept out of the counts) raise the
+// chance of the unseen: as singletons while rare, by their own share when
+// made more often than that; they count as observations of the origin and
+// decay with the rest.
+func TestMarkovNovel(t *testing.T) {
+	var m Markov
+	ab, ac, ad, xy := TransitionKey(1, 2), TransitionKey(1, 3), TransitionKey(1, 4), TransitionKey(5, 6)
+	m.Learn(map[uint32]float64{ab: 9999}, 1, 1)
+	near(t, "Good-Turing chance of the unseen, nothing novel", m.Unseen(ac), 1.0/10000, 1e-15)
+	// A transition a few genuine devices made: one more singleton.
+	m.LearnNovel(map[uint32]float64{ac: 1}, 1)
+	near(t, "with one novel singleton", m.Unseen(ad), 2.0/10001, 1e-15)
+	near(t, "the novel singleton itself", m.Unseen(ac), 2.0/10001, 1e-15)
+	// Made 40 times: no longer a singleton, its own share.
+	m.LearnNovel(map[uint32]float64{ac: 39}, 1)
+	near(t, "a novel transition made often", m.Unseen(ac), 40.0/10040, 1e-15)
+	near(t, "another unseen one from the origin", m.Unseen(ad), 1.0/10040, 1e-15)
+	near(t, "another origin is untouched", m.Unseen(xy), 1, 1e-15)
+	// Weight 0 teaches nothing; decay applies to novel counts too.
+	m.LearnNovel(map[uint32]float64{ad: 5, xy: -1}, 0)
+	if _, ok := m.Novel[ad]; ok {
+		t.Errorf("weight 0 taught %v", m.Novel)
+	}
+	m.Learn(nil, 0.5, 1)
+	if m.Novel[ac] != 20 {
+		t.Errorf("after decay 0.5: novel %v, want 20", m.Novel[ac])
+	}
+	c := m.clone()
+	c.Novel[ac] = 1
+	if m.Novel[ac] != 20 {
+		t.Error("clone shares its novel counts")
+	}
+	m.Learn(nil, 0.0001, 1)
+	if len(m.Novel) != 0 {
+		t.Errorf("decayed to nothing but kept %v", m.Novel)
+	}
+}
