@@ -54,14 +54,16 @@ func (r *recordingRegistry) Register(c prometheus.Collector) error {
 	}
 	kind := ""
 	switch c.(type) {
-	case prometheus.Histogram, *prometheus.HistogramVec:
-		kind = "histogram"
-	case prometheus.Summary, *prometheus.SummaryVec:
+	case *prometheus.SummaryVec:
 		kind = "summary"
+	case prometheus.Observer, *prometheus.HistogramVec:
+		// A Histogram, or a Summary (the same methods): no service
+		// registers a lone Summary.
+		kind = "histogram"
+	case prometheus.Gauge, *prometheus.GaugeVec: // before Counter: a Gauge has a Counter's methods too
+		kind = "gauge"
 	case prometheus.Counter, *prometheus.CounterVec:
 		kind = "counter"
-	case prometheus.Gauge, *prometheus.GaugeVec:
-		kind = "gauge"
 	}
 	descs := make(chan *prometheus.Desc, 64)
 	go func() { c.Describe(descs); close(descs) }()

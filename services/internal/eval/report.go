@@ -37,13 +37,6 @@ func num(v float64) string {
 	return fmt.Sprintf("%.2f", v)
 }
 
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
-}
-
 // Met reports, for one run of a tampered scenario, whether each target is
 // met. f1Possible is false when the baseline's F1 is above 1/TargetF1Factor:
 // F1 is at most 1, so no detector can have twice it, and f1 is false.
