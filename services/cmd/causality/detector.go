@@ -18,7 +18,6 @@ import (
 
 	adminv1 "causality.dev/api/gen/causality/admin/v1"
 	detectv1 "causality.dev/api/gen/causality/detect/v1"
-	eventv1 "causality.dev/api/gen/causality/event/v1"
 	"causality.dev/services/internal/admin"
 	"causality.dev/services/internal/detect"
 	"causality.dev/services/internal/kafka"
@@ -312,15 +311,7 @@ func newRuleEngine(cfg detectorConfig, dlq *kafka.Writer, logger *slog.Logger, r
 // detector and the rules skip the events they have already taken.
 func detectAndEvaluate(engine *detect.Engine, ruleEngine *rules.Engine) kafka.Handler {
 	return func(ctx context.Context, msgs []kafka.Message) error {
-		events := make([]*eventv1.Event, 0, len(msgs))
-		for _, m := range msgs {
-			ev := &eventv1.Event{}
-			if err := proto.Unmarshal(m.Value, ev); err != nil {
-				_ = engine.Handle(ctx, []kafka.Message{m}) // counts it as undecodable
-				continue
-			}
-			events = append(events, ev)
-		}
+		events := engine.Decode(msgs)
 		engine.Feed(events)
 		return ruleEngine.HandleEvents(ctx, events)
 	}

@@ -1,11 +1,7 @@
 package adminapi
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,47 +10,32 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"causality.dev/services/internal/bearer"
 )
 
 // Tokens is the set of admin tokens read from -adminapi.tokens-file. Every
 // admin call (gRPC or HTTP) must carry "authorization: Bearer TOKEN" with
 // one of them. It is immutable and safe for concurrent use.
 type Tokens struct {
-	// SHA-256 of each token: comparing fixed-size digests in constant time
-	// hides both the tokens' contents and their lengths.
-	sums [][sha256.Size]byte
+	set *bearer.Tokens
 }
 
 // ErrNoTokens is returned for a tokens file without a single token: that
 // would lock everybody out, which is never what was meant.
 var ErrNoTokens = errors.New("no admin token")
 
-// ParseTokens reads one token per line; blank lines and lines starting with
-// # are ignored, surrounding spaces trimmed.
+// ParseTokens reads one token per line (the bearer tokens-file format).
 func ParseTokens(b []byte) (*Tokens, error) {
-	t := &Tokens{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	line := 0
-	for sc.Scan() {
-		line++
-		s := strings.TrimSpace(sc.Text())
-		if s == "" || strings.HasPrefix(s, "#") {
-			continue
-		}
-		if strings.ContainsAny(s, " \t") {
-			return nil, fmt.Errorf("line %d: a token cannot contain spaces", line)
-		}
-		t.sums = append(t.sums, sha256.Sum256([]byte(s)))
-	}
-	if err := sc.Err(); err != nil {
+	tokens, err := bearer.Parse(b)
+	if err != nil {
 		return nil, err
 	}
-	if len(t.sums) == 0 {
+	if len(tokens) == 0 {
 		return nil, ErrNoTokens
 	}
-	return t, nil
+	return &Tokens{set: bearer.New(tokens)}, nil
 }
 
 // LoadTokens reads a tokens file.
@@ -70,36 +51,12 @@ func LoadTokens(path string) (*Tokens, error) {
 	return t, nil
 }
 
-// Check says whether token is one of the admin tokens, in time independent
-// of which token (if any) matched.
-func (t *Tokens) Check(token string) bool {
-	if t == nil || token == "" {
-		return false
-	}
-	sum := sha256.Sum256([]byte(token))
-	ok := 0
-	for i := range t.sums {
-		ok |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
-	}
-	return ok == 1
-}
+// Check says whether token is one of the admin tokens, in constant time.
+func (t *Tokens) Check(token string) bool { return t != nil && t.set.Check(token) }
 
 // Authorized says whether r carries "Authorization: Bearer TOKEN" with an
 // admin token. The console's handlers use it too.
-func (t *Tokens) Authorized(r *http.Request) bool {
-	tok, ok := bearer(r.Header.Get("Authorization"))
-	return ok && t.Check(tok)
-}
-
-// bearer extracts the token of an "Authorization: Bearer TOKEN" value; the
-// scheme is case-insensitive (RFC 9110).
-func bearer(h string) (string, bool) {
-	const p = "bearer "
-	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
-		return "", false
-	}
-	return strings.TrimSpace(h[len(p):]), true
-}
+func (t *Tokens) Authorized(r *http.Request) bool { return t != nil && t.set.Authorized(r) }
 
 // Middleware serves next only to requests with an admin token; others get
 // 401 with a JSON error body.
@@ -114,24 +71,13 @@ func (t *Tokens) Middleware(next http.Handler) http.Handler {
 	})
 }
 
-// authorizedContext checks the gRPC metadata of ctx.
-func (t *Tokens) authorizedContext(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
-		if tok, ok := bearer(v); ok && t.Check(tok) {
-			return true
-		}
-	}
-	return false
-}
-
 // UnaryInterceptor rejects, with UNAUTHENTICATED, the calls to the methods
 // of services (full names such as "causality.admin.v1.AdminService") that
 // lack an admin token; other services on the same server pass through.
 // With no services given, every call is checked.
 func (t *Tokens) UnaryInterceptor(services ...string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if guarded(info.FullMethod, services) && !t.authorizedContext(ctx) {
+		if guarded(info.FullMethod, services) && (t == nil || !t.set.AuthorizedContext(ctx)) {
 			return nil, status.Error(codes.Unauthenticated, "missing or wrong admin token (authorization: Bearer TOKEN)")
 		}
 		return handler(ctx, req)

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -22,6 +21,7 @@ import (
 
 	detectv1 "causality.dev/api/gen/causality/detect/v1"
 	eventv1 "causality.dev/api/gen/causality/event/v1"
+	"causality.dev/services/internal/bearer"
 	"causality.dev/services/internal/kafka"
 )
 
@@ -53,26 +53,24 @@ func DialDetector(cfg Config) (Baseliner, func() error, error) {
 	return &detectorClient{client: detectv1.NewDetectorServiceClient(conn), token: token}, conn.Close, nil
 }
 
-// readToken returns the first line of file that is not blank or a comment.
+// readToken returns the first token of file (the bearer tokens-file
+// format, as the detector reads it).
 func readToken(file string) (string, error) {
 	if file == "" {
 		return "", errors.New("-console.detector-token-file is required with -console.detector-addr (the detector wants a token)")
 	}
-	f, err := os.Open(file)
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("-console.detector-token-file: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if t := strings.TrimSpace(sc.Text()); t != "" && !strings.HasPrefix(t, "#") {
-			return t, nil
-		}
+	tokens, err := bearer.Parse(b)
+	if err != nil {
+		return "", fmt.Errorf("-console.detector-token-file %s: %w", file, err)
 	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("-console.detector-token-file: %w", err)
+	if len(tokens) == 0 {
+		return "", fmt.Errorf("-console.detector-token-file %s holds no token", file)
 	}
-	return "", fmt.Errorf("-console.detector-token-file %s holds no token", file)
+	return tokens[0], nil
 }
 
 // cohortParams reads the cohort of a request's query.

@@ -214,6 +214,14 @@ func (e *Engine) Ring() *Ring { return e.ring }
 // batch. Undecodable messages are counted and skipped (the sink dead-letters
 // them); it never fails, so offsets are committed after each batch.
 func (e *Engine) Handle(_ context.Context, msgs []kafka.Message) error {
+	e.Feed(e.Decode(msgs))
+	return nil
+}
+
+// Decode returns the events of msgs, counting those that do not decode
+// (they are skipped). Another consumer of the same batch (the rules) can
+// share its result.
+func (e *Engine) Decode(msgs []kafka.Message) []*eventv1.Event {
 	events := make([]*eventv1.Event, 0, len(msgs))
 	for _, m := range msgs {
 		ev := &eventv1.Event{}
@@ -223,8 +231,7 @@ func (e *Engine) Handle(_ context.Context, msgs []kafka.Message) error {
 		}
 		events = append(events, ev)
 	}
-	e.Feed(events)
-	return nil
+	return events
 }
 
 // Feed scores events in order and returns the anomalies they revealed,

@@ -1,10 +1,7 @@
 package detect
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,11 +18,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	detectv1 "causality.dev/api/gen/causality/detect/v1"
+	"causality.dev/services/internal/bearer"
 )
 
 // ServerConfig configures the gRPC DetectorService.
@@ -50,25 +47,20 @@ func (c *ServerConfig) Tokens() ([]string, error) {
 		tokens = append(tokens, c.Token)
 	}
 	if c.TokensFile != "" {
-		f, err := os.Open(c.TokensFile)
+		b, err := os.ReadFile(c.TokensFile)
 		if err != nil {
 			return nil, fmt.Errorf("-detect.tokens-file: %w", err)
 		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for line := 1; sc.Scan(); line++ {
-			t := strings.TrimSpace(sc.Text())
-			if t == "" || strings.HasPrefix(t, "#") {
-				continue
-			}
-			if len(t) < 16 || strings.ContainsAny(t, " \t") {
-				return nil, fmt.Errorf("-detect.tokens-file %s line %d: a token is one word of at least 16 characters", c.TokensFile, line)
-			}
-			tokens = append(tokens, t)
-		}
-		if err := sc.Err(); err != nil {
+		fromFile, err := bearer.Parse(b)
+		if err != nil {
 			return nil, fmt.Errorf("-detect.tokens-file %s: %w", c.TokensFile, err)
 		}
+		for _, t := range fromFile {
+			if len(t) < 16 {
+				return nil, fmt.Errorf("-detect.tokens-file %s: a token is one word of at least 16 characters", c.TokensFile)
+			}
+		}
+		tokens = append(tokens, fromFile...)
 	}
 	if len(tokens) == 0 {
 		return nil, errors.New("subscribers need a token: set -detect.tokens-file or -detect.token")
@@ -87,7 +79,7 @@ type Server struct {
 	cfg       ServerConfig
 	ring      *Ring
 	baselines Baseliner
-	tokens    [][sha256.Size]byte
+	tokens    *bearer.Tokens
 	logger    *slog.Logger
 	ln        net.Listener
 	done      chan struct{} // closed when Serve's ctx ends: streams return
@@ -103,15 +95,12 @@ func NewServer(cfg ServerConfig, ring *Ring, baselines Baseliner, tokens []strin
 		return nil, errors.New("detector server: at least one token is required")
 	}
 	s := &Server{
-		cfg: cfg, ring: ring, baselines: baselines, logger: logger, done: make(chan struct{}),
+		cfg: cfg, ring: ring, baselines: baselines, tokens: bearer.New(tokens), logger: logger, done: make(chan struct{}),
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "causality_detect_subscribers", Help: "Open Subscribe streams."}),
 		sent:        prometheus.NewCounter(prometheus.CounterOpts{Name: "causality_detect_subscribe_sent_total", Help: "Anomalies sent on Subscribe streams."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "causality_detect_grpc_refused_total", Help: "DetectorService calls refused, by reason: unauthenticated, out_of_range, invalid.",
 		}, []string{"reason"}),
-	}
-	for _, t := range tokens {
-		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
 	for _, c := range []prometheus.Collector{s.subscribers, s.sent, s.refused} {
 		if err := reg.Register(c); err != nil {
@@ -173,22 +162,7 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 	if !strings.HasPrefix(method, "/"+detectv1.DetectorService_ServiceDesc.ServiceName+"/") {
 		return nil // health and reflection are open
 	}
-	var got string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			got = v[0]
-		}
-	}
-	token, ok := strings.CutPrefix(got, "Bearer ")
-	if !ok {
-		token, ok = strings.CutPrefix(got, "bearer ")
-	}
-	sum := sha256.Sum256([]byte(token))
-	match := 0
-	for _, t := range s.tokens {
-		match |= subtle.ConstantTimeCompare(sum[:], t[:])
-	}
-	if !ok || token == "" || match != 1 {
+	if !s.tokens.AuthorizedContext(ctx) {
 		s.refused.WithLabelValues("unauthenticated").Inc()
 		return status.Error(codes.Unauthenticated, `missing or unknown token: send "authorization: Bearer TOKEN" metadata`)
 	}
